@@ -1,0 +1,30 @@
+# Entry points; the scripts in .ci/ hold the logic so that CI and developers run the same thing.
+VENV := .venv/bin
+
+.PHONY: setup test lint format unit integration run
+
+setup:
+	bash .ci/setup
+
+# Everything CI runs: setup, linters, mypy, the whole test suite.
+test:
+	bash .ci/run
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy --strict pazuzu tests
+
+format:
+	$(VENV)/ruff check --fix .
+	$(VENV)/ruff format .
+
+unit:
+	$(VENV)/python -m pytest -q -m "not systemd"
+
+# Boots a systemd-nspawn container; needs root.
+integration:
+	$(VENV)/python -m pytest -q -ra -m systemd
+
+run:
+	$(VENV)/pazuzud -c contrib/pazuzu.conf
