@@ -1,0 +1,54 @@
+"""Process backends: where instances really run (systemd units, libcgroup cgroups)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pazuzu.model import Exit, InstanceId, InstanceSpec, ObservedInstance
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """An instance's process tree ended; the backend may already be respawning it."""
+
+    instance: InstanceId
+    exit: Exit
+    run_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    """Where the output of instances can be read: journal identifiers, or files."""
+
+    journal_identifiers: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+
+ChangeCallback = Callable[[InstanceId], None]
+ExitCallback = Callable[[RunEnded], None]
+
+
+class Backend(Protocol):
+    """The seam between the daemon and the processes it supervises."""
+
+    name: str
+
+    async def open(self, on_change: ChangeCallback, on_exit: ExitCallback) -> None:
+        """Connect, and report every later change of an instance through the callbacks."""
+
+    async def close(self) -> None:
+        """Disconnect; never stops an instance."""
+
+    async def list_instances(self, *, details: bool = False) -> dict[InstanceId, ObservedInstance]:
+        """Every instance that exists, running or not; `details` adds pid, memory, cpu."""
+
+    async def start(self, spec: InstanceSpec, restart_delay: float) -> None:
+        """Start an instance; the backend respawns it by itself `restart_delay` after a crash."""
+
+    async def stop(self, instance: InstanceId, timeout: float) -> None:
+        """Stop an instance's whole process tree: SIGTERM, SIGKILL after `timeout`."""
+
+    def log_source(self, instances: list[InstanceId]) -> LogSource:
+        """Where to read the output of these instances."""

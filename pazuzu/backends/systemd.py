@@ -1,0 +1,461 @@
+"""The systemd backend: every instance is a transient service, created over D-Bus.
+
+This is the only module that imports pystemd; its bytes and Any never leave it.
+
+Two bus connections: method calls go through one, used by a single worker thread so the event
+loop never blocks on a reply; signals (PropertiesChanged, JobRemoved) arrive on the other, whose
+fd the event loop watches, so nothing polls while idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pystemd.dbuslib import DBus, apply_signature, path_decode
+
+from pazuzu import naming
+from pazuzu.backends import ChangeCallback, ExitCallback, LogSource, RunEnded
+from pazuzu.errors import BackendError
+from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, ObservedInstance
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SYSTEMD = b"org.freedesktop.systemd1"
+_MANAGER_PATH = b"/org/freedesktop/systemd1"
+_MANAGER = b"org.freedesktop.systemd1.Manager"
+_UNIT = b"org.freedesktop.systemd1.Unit"
+_SERVICE = b"org.freedesktop.systemd1.Service"
+_PROPERTIES = b"org.freedesktop.DBus.Properties"
+_UNIT_PATH_PREFIX = b"/org/freedesktop/systemd1/unit"
+
+_USEC = 1_000_000
+_NO_VALUE = 2**64 - 1  # systemd's "not available" for counters (no accounting here)
+
+# waitpid(2) si_code values as systemd reports them in ExecMainCode.
+_CLD_EXITED, _CLD_KILLED, _CLD_DUMPED = 1, 2, 3
+
+_FINGERPRINT = re.compile(r"\[([0-9a-f]{12})\]$")
+
+# Errors after which a fresh connection is worth one more try (the bus daemon drops idle ones).
+_RECONNECT_ERRNOS = {errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE, errno.EBADF}
+
+
+def is_available() -> bool:
+    """Whether this host was booted with systemd (sd_booted(3)'s test)."""
+    return Path("/run/systemd/system").is_dir()
+
+
+class SystemdBackend:
+    """Instances as `pazuzu-<app>-<worker>@<n>.service` in `pazuzu-<app>.slice`."""
+
+    name = "systemd"
+
+    def __init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pazuzu-dbus"
+        )
+        self._calls: Any = None  # used only from the executor's thread
+        self._signals: Any = None  # used only from the event loop's thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_change: ChangeCallback = lambda _instance: None
+        self._on_exit: ExitCallback = lambda _ended: None
+        self._exits: dict[InstanceId, int] = {}  # last ExecMainExitTimestamp seen
+        self._starts: dict[InstanceId, int] = {}  # last ExecMainStartTimestamp seen
+        self._jobs: dict[bytes, asyncio.Future[str]] = {}
+        self._finished_jobs: dict[bytes, str] = {}
+        self._dispatched = 0  # signal callbacks run so far
+        self._since = 0  # CLOCK_REALTIME in µs when we began to watch, as systemd stamps
+        self._callbacks: list[Callable[..., None]] = []
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def open(self, on_change: ChangeCallback, on_exit: ExitCallback) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._since = time.time_ns() // 1000
+        self._on_change = on_change
+        self._on_exit = on_exit
+        try:
+            await self._call(self._connect_calls)
+            self._connect_signals()
+        except Exception as exc:
+            raise BackendError(
+                f"cannot talk to systemd over D-Bus: {exc}",
+                hint="is dbus running? try `busctl status org.freedesktop.systemd1`",
+            ) from exc
+
+    async def close(self) -> None:
+        if self._signals is not None and self._loop is not None:
+            self._loop.remove_reader(self._signals.get_fd())
+            self._signals.close()
+            self._signals = None
+        await self._call(self._disconnect_calls)
+        self._executor.shutdown(wait=False)
+
+    def _connect_calls(self) -> None:
+        bus = DBus()
+        bus.open()
+        self._calls = bus
+        # A first call completes authentication; an unauthenticated connection is dropped.
+        self._manager_call(b"Subscribe", [])
+
+    def _disconnect_calls(self) -> None:
+        if self._calls is not None:
+            self._calls.close()
+            self._calls = None
+
+    def _connect_signals(self) -> None:
+        assert self._loop is not None
+        bus = DBus()
+        bus.open()
+        # pystemd stores data on the callback object, which a bound method cannot hold, and
+        # keeps no reference to it: we must, for as long as the connection lives.
+        self._callbacks = [_plain(self._on_properties), _plain(self._on_job_removed)]
+        bus.match_signal(_SYSTEMD, None, _PROPERTIES, b"PropertiesChanged", self._callbacks[0])
+        bus.match_signal(_SYSTEMD, _MANAGER_PATH, _MANAGER, b"JobRemoved", self._callbacks[1])
+        # systemd sends unit signals only while some client is subscribed.
+        bus.call_method(_SYSTEMD, _MANAGER_PATH, _MANAGER, b"Subscribe", [])
+        self._signals = bus
+        self._loop.add_reader(bus.get_fd(), self._drain_signals)
+
+    def _drain_signals(self) -> None:
+        # sd_bus_process() handles one message a call, and pystemd hides its return value: a
+        # call made progress if it returned a message or ran one of our callbacks.
+        try:
+            while self._signals is not None:
+                before = self._dispatched
+                message = self._signals.process()
+                if message.is_empty() and self._dispatched == before:
+                    break
+        except Exception:
+            log.exception("D-Bus signal connection failed; reconnecting")
+            self._reconnect_signals()
+
+    def _reconnect_signals(self) -> None:
+        assert self._loop is not None
+        if self._signals is not None:
+            try:
+                self._loop.remove_reader(self._signals.get_fd())
+                self._signals.close()
+            except Exception:
+                log.debug("closing the broken signal connection failed", exc_info=True)
+            self._signals = None
+        self._connect_signals()
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._with_reconnect, fn)
+
+    def _with_reconnect(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except Exception as exc:
+            if getattr(exc, "errno", None) not in _RECONNECT_ERRNOS or self._calls is None:
+                raise
+            log.info("D-Bus connection lost (%s); reconnecting", exc)
+            self._disconnect_calls()
+            self._connect_calls()
+            return fn()
+
+    def _manager_call(self, method: bytes, args: list[Any]) -> Any:
+        return self._calls.call_method(_SYSTEMD, _MANAGER_PATH, _MANAGER, method, args).body
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _on_properties(self, message: Any, error: Any = None, userdata: Any = None) -> None:
+        self._dispatched += 1
+        try:
+            message.process_reply(True)
+            path = message.headers.get("Path") or b""
+            if not path.startswith(_UNIT_PATH_PREFIX + b"/pazuzu"):
+                return
+            unit = path_decode(path, _UNIT_PATH_PREFIX).decode()
+            instance = naming.parse_unit_name(unit)
+            if instance is None:
+                return
+            interface, changed, _invalidated = message.body
+            if interface == _SERVICE:
+                self._note_service_change(instance, changed)
+            self._on_change(instance)
+        except Exception:
+            log.exception("could not handle a systemd PropertiesChanged signal")
+
+    def _note_service_change(self, instance: InstanceId, changed: dict[bytes, Any]) -> None:
+        start = int(changed.get(b"ExecMainStartTimestamp", 0) or 0)
+        exit_ts = int(changed.get(b"ExecMainExitTimestamp", 0) or 0)
+        previous_exit = self._exits.get(instance)
+        previous_start = self._starts.get(instance, 0)
+        if start > previous_start:
+            self._starts[instance] = start
+        if exit_ts in (0, previous_exit):
+            return
+        self._exits[instance] = exit_ts
+        if exit_ts <= self._since:
+            return  # that run ended before we were watching
+
+        began = start if 0 < start <= exit_ts else previous_start
+        ended = RunEnded(
+            instance=instance,
+            exit=_exit_from(changed.get(b"ExecMainCode", 0), changed.get(b"ExecMainStatus", 0)),
+            run_seconds=max(0.0, (exit_ts - began) / _USEC) if began else 0.0,
+        )
+        self._on_exit(ended)
+
+    def _on_job_removed(self, message: Any, error: Any = None, userdata: Any = None) -> None:
+        self._dispatched += 1
+        try:
+            message.process_reply(False)
+            _job_id, job_path, unit, result = message.body
+            if not unit.startswith(b"pazuzu"):
+                return
+            outcome = result.decode()
+            waiter = self._jobs.pop(job_path, None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(outcome)
+            else:
+                self._finished_jobs[job_path] = outcome
+                if len(self._finished_jobs) > 10_000:  # nobody waited for these: forget them
+                    self._finished_jobs.clear()
+        except Exception:
+            log.exception("could not handle a systemd JobRemoved signal")
+
+    async def _wait_job(self, job_path: bytes, timeout: float) -> str:
+        if job_path in self._finished_jobs:
+            return self._finished_jobs.pop(job_path)
+        assert self._loop is not None
+        waiter: asyncio.Future[str] = self._loop.create_future()
+        self._jobs[job_path] = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        finally:
+            self._jobs.pop(job_path, None)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def list_instances(self, *, details: bool = False) -> dict[InstanceId, ObservedInstance]:
+        return await self._call(lambda: self._list_instances(details))
+
+    def _list_instances(self, details: bool) -> dict[InstanceId, ObservedInstance]:
+        rows = self._manager_call(
+            b"ListUnitsByPatterns",
+            apply_signature(b"asas", [[], [naming.unit_pattern().encode()]]),
+        )
+        found: dict[InstanceId, ObservedInstance] = {}
+        for name, description, load, active, sub, _following, path, *_job in rows:
+            instance = naming.parse_unit_name(name.decode())
+            if instance is None or load != b"loaded":
+                continue
+            match = _FINGERPRINT.search(description.decode(errors="replace"))
+            observed = ObservedInstance(
+                id=instance,
+                state=_state_of(active.decode(), sub.decode()),
+                fingerprint=match.group(1) if match else None,
+            )
+            if details:
+                observed = self._with_details(observed, path)
+            found[instance] = observed
+        return found
+
+    def _with_details(self, observed: ObservedInstance, path: bytes) -> ObservedInstance:
+        try:
+            props = self._calls.call_method(
+                _SYSTEMD, path, _PROPERTIES, b"GetAll", apply_signature(b"s", [_SERVICE])
+            ).body
+        except Exception as exc:  # the unit went away between the two calls
+            log.debug("no details for %s: %s", observed.id, exc)
+            return observed
+        pid = int(props.get(b"MainPID", 0) or 0)
+        started = int(props.get(b"ExecMainStartTimestamp", 0) or 0)
+        exit_ts = int(props.get(b"ExecMainExitTimestamp", 0) or 0)
+        memory = int(props.get(b"MemoryCurrent", _NO_VALUE))
+        cpu = int(props.get(b"CPUUsageNSec", _NO_VALUE))
+        return ObservedInstance(
+            id=observed.id,
+            state=observed.state,
+            fingerprint=observed.fingerprint,
+            pid=pid or None,
+            started_at=started / _USEC if started and pid else None,
+            restarts=int(props.get(b"NRestarts", 0) or 0),
+            last_exit=(
+                _exit_from(props.get(b"ExecMainCode", 0), props.get(b"ExecMainStatus", 0))
+                if exit_ts
+                else None
+            ),
+            memory_bytes=None if memory == _NO_VALUE else memory,
+            cpu_seconds=None if cpu == _NO_VALUE else cpu / 1e9,
+            restart_delay=int(props.get(b"RestartUSec", 0) or 0) / _USEC,
+        )
+
+    def log_source(self, instances: list[InstanceId]) -> LogSource:
+        return LogSource(journal_identifiers=tuple(naming.syslog_identifier(i) for i in instances))
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def start(self, spec: InstanceSpec, restart_delay: float) -> None:
+        unit = naming.unit_name(spec.id)
+        properties = _unit_properties(spec, restart_delay)
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                job = await self._call(lambda: self._start_transient(unit, properties))
+                break
+            except Exception as exc:
+                if "UnitExists" not in _error_name(exc) or time.monotonic() > deadline:
+                    raise BackendError(f"cannot start {spec.id} ({unit}): {exc}") from exc
+                # A stopped or failed unit of that name is still loaded: clear it, try again.
+                if await self._is_active(unit):
+                    log.info("%s is already running; not starting a duplicate", spec.id)
+                    return
+                await self._call(lambda: self._reset_failed(unit))
+                await asyncio.sleep(0.05)
+        result = await self._wait_job(job, timeout=30.0)
+        if result != "done":
+            raise BackendError(f"starting {spec.id} ({unit}) ended with '{result}'")
+        log.info("started %s (%s)", spec.id, unit)
+
+    def _start_transient(self, unit: str, properties: list[tuple[bytes, bytes, Any]]) -> bytes:
+        args = apply_signature(b"ss", [unit.encode(), b"fail"])
+        args += _property_array(properties)
+        args += [(ord("a"), b"(sa(sv))"), (-1, None)]  # no auxiliary units
+        job: bytes = self._manager_call(b"StartTransientUnit", args)
+        return job
+
+    def _reset_failed(self, unit: str) -> None:
+        try:
+            self._manager_call(b"ResetFailedUnit", apply_signature(b"s", [unit.encode()]))
+        except Exception as exc:
+            log.debug("reset-failed %s: %s", unit, exc)
+
+    async def _is_active(self, unit: str) -> bool:
+        def query() -> bool:
+            try:
+                path = self._manager_call(b"GetUnit", apply_signature(b"s", [unit.encode()]))
+                state = self._calls.call_method(
+                    _SYSTEMD,
+                    path,
+                    _PROPERTIES,
+                    b"Get",
+                    apply_signature(b"ss", [_UNIT, b"ActiveState"]),
+                ).body
+            except Exception:
+                return False
+            return bool(state in (b"active", b"activating", b"reloading"))
+
+        return await self._call(query)
+
+    async def stop(self, instance: InstanceId, timeout: float) -> None:
+        unit = naming.unit_name(instance)
+
+        def stop_unit() -> bytes | None:
+            try:
+                job: bytes = self._manager_call(
+                    b"StopUnit", apply_signature(b"ss", [unit.encode(), b"replace"])
+                )
+            except Exception as exc:
+                if "NoSuchUnit" in _error_name(exc):
+                    return None
+                raise
+            return job
+
+        try:
+            job = await self._call(stop_unit)
+        except Exception as exc:
+            raise BackendError(f"cannot stop {instance} ({unit}): {exc}") from exc
+        if job is not None:
+            # systemd itself sends SIGKILL after TimeoutStopSec; allow it time to do so.
+            await self._wait_job(job, timeout=timeout + 15.0)
+        await self._call(lambda: self._reset_failed(unit))
+        log.info("stopped %s (%s)", instance, unit)
+
+
+def _plain(method: Callable[..., None]) -> Callable[..., None]:
+    def callback(*args: Any, **kwargs: Any) -> None:
+        method(*args, **kwargs)
+
+    return callback
+
+
+def _unit_properties(spec: InstanceSpec, restart_delay: float) -> list[tuple[bytes, bytes, Any]]:
+    instance = spec.id
+    env = [f"{key}={value}".encode() for key, value in spec.environment]
+    properties: list[tuple[bytes, bytes, Any]] = [
+        (b"Description", b"s", f"pazuzu {instance} [{spec.fingerprint}]".encode()),
+        (b"Slice", b"s", naming.app_slice(instance.app).encode()),
+        (
+            b"ExecStart",
+            b"a(sasb)",
+            [(b"/bin/sh", [b"/bin/sh", b"-c", spec.command_line.encode()], False)],
+        ),
+        (b"WorkingDirectory", b"s", str(spec.directory).encode()),
+        (b"Environment", b"as", env),
+        (b"SyslogIdentifier", b"s", naming.syslog_identifier(instance).encode()),
+        (
+            b"LogExtraFields",
+            b"aay",
+            [
+                f"PAZUZU_APP={instance.app}".encode(),
+                f"PAZUZU_WORKER={instance.worker}".encode(),
+                f"PAZUZU_INSTANCE={instance.number}".encode(),
+            ],
+        ),
+        (b"Restart", b"s", b"always"),
+        (b"RestartUSec", b"t", int(restart_delay * _USEC)),
+        # 0 disables the start rate limit: a crash loop is paced by RestartUSec, never parked.
+        (b"StartLimitIntervalUSec", b"t", 0),
+        (b"KillMode", b"s", b"control-group"),
+        (b"TimeoutStopUSec", b"t", int(spec.stop_timeout * _USEC)),
+        (b"CollectMode", b"s", b"inactive-or-failed"),
+    ]
+    if spec.user:
+        properties.append((b"User", b"s", spec.user.encode()))
+    if spec.group:
+        properties.append((b"Group", b"s", spec.group.encode()))
+    return properties
+
+
+def _property_array(properties: list[tuple[bytes, bytes, Any]]) -> list[tuple[int, Any]]:
+    """Encode `a(sv)` for pystemd's message builder: (name, signature, value) triples."""
+    args: list[tuple[int, Any]] = [(ord("a"), b"(sv)")]
+    for name, signature, value in properties:
+        args += [(ord("r"), b"sv"), (ord("s"), name), (ord("v"), signature)]
+        args += apply_signature(signature, [value])
+        args += [(-1, None), (-1, None)]
+    args.append((-1, None))
+    return args
+
+
+def _state_of(active: str, sub: str) -> InstanceState:
+    if active in ("active", "reloading"):
+        return InstanceState.RUNNING
+    if active == "activating":
+        return InstanceState.BACKOFF if sub == "auto-restart" else InstanceState.STARTING
+    if active == "deactivating":
+        return InstanceState.STOPPING
+    if active == "failed":
+        return InstanceState.FAILED
+    return InstanceState.STOPPED
+
+
+def _exit_from(code: Any, status: Any) -> Exit:
+    code, status = int(code or 0), int(status or 0)
+    if code in (_CLD_KILLED, _CLD_DUMPED):
+        return Exit(signal=status, core_dumped=code == _CLD_DUMPED)
+    return Exit(status=status)
+
+
+def _error_name(exc: BaseException) -> str:
+    name = getattr(exc, "err_name", "") or ""
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return f"{name} {exc}"

@@ -1,0 +1,220 @@
+"""pazuzu: the control CLI. Each command parses, calls the daemon, renders, exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from pazuzu import __version__, protocol
+from pazuzu.errors import PazuzuError, SpecError
+from pazuzu.model import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3  # systemctl's convention: something that should run does not
+
+
+class Context:
+    def __init__(self, socket_path: Path, as_json: bool) -> None:
+        self.socket_path = socket_path
+        self.as_json = as_json
+
+    def call(self, command: protocol.Command, **args: Any) -> Any:
+        from pazuzu import client
+
+        return client.call(self.socket_path, command, **args)
+
+    def emit(self, result: Any, text: str) -> None:
+        click.echo(json.dumps(result, indent=2) if self.as_json else text)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def fail(error: PazuzuError, code: int = EXIT_ERROR) -> NoReturn:
+    click.echo(f"pazuzu: {error}", err=True)
+    if error.hint:
+        click.echo(f"hint: {error.hint}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    envvar="PAZUZU_SOCKET",
+    default=DEFAULT_SOCKET_PATH,
+    show_default=True,
+    help="pazuzud's control socket (also $PAZUZU_SOCKET).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@click.version_option(__version__, prog_name="pazuzu")
+@click.pass_context
+def main(ctx: click.Context, socket_path: Path, as_json: bool) -> None:
+    """Control pazuzud: status, start, stop, restart, scale, log, reload, check."""
+    ctx.obj = Context(socket_path, as_json)
+
+
+@main.command()
+@click.argument("specs", nargs=-1)
+@pass_context
+def status(ctx: Context, specs: tuple[str, ...]) -> None:
+    """Show instances: state, pid, uptime, restarts, last exit, memory, cpu.
+
+    Exits 3 when an instance that should run does not.
+    """
+    from pazuzu import render
+
+    try:
+        result = ctx.call(protocol.Command.STATUS, specs=list(specs))
+    except PazuzuError as error:
+        fail(error)
+    ctx.emit(result, render.status_table(result))
+    if warning := result["daemon"].get("warning"):
+        click.echo(f"warning: {warning}", err=True)
+    not_running = [
+        instance
+        for app in result["applications"]
+        for worker in app["workers"]
+        for instance in worker["instances"]
+        if instance["should_run"] and instance["state"] != "running"
+    ]
+    if not_running:
+        sys.exit(EXIT_NOT_RUNNING)
+
+
+def _simple(command: protocol.Command, key: str, specs: tuple[str, ...], ctx: Context) -> None:
+    try:
+        result = ctx.call(command, specs=list(specs))
+    except PazuzuError as error:
+        fail(error)
+    names = result.get(key, [])
+    ctx.emit(result, f"{key}: {' '.join(names)}" if names else f"{key}: nothing")
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True)
+@pass_context
+def start(ctx: Context, specs: tuple[str, ...]) -> None:
+    """Start instances stopped with `pazuzu stop` (APP, APP.WORKER, APP.WORKER.N, globs)."""
+    _simple(protocol.Command.START, "started", specs, ctx)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True)
+@pass_context
+def stop(ctx: Context, specs: tuple[str, ...]) -> None:
+    """Stop instances and keep them stopped, across daemon restarts, until `start`."""
+    _simple(protocol.Command.STOP, "stopped", specs, ctx)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True)
+@click.option("--rolling", is_flag=True, help="One instance at a time, per worker.")
+@pass_context
+def restart(ctx: Context, specs: tuple[str, ...], rolling: bool) -> None:
+    """Restart instances; stopped ones are started."""
+    try:
+        result = ctx.call(protocol.Command.RESTART, specs=list(specs), rolling=rolling)
+    except PazuzuError as error:
+        fail(error)
+    names = result.get("restarted", [])
+    ctx.emit(result, f"restarted: {' '.join(names)}" if names else "restarted: nothing")
+
+
+@main.command()
+@click.argument("changes", nargs=-1, required=True)
+@pass_context
+def scale(ctx: Context, changes: tuple[str, ...]) -> None:
+    """Set instance counts: `myapp.web=3 myapp.queue+1`, or `myapp web=3 queue-1`."""
+    from pazuzu.spec import parse_scale
+
+    try:
+        parse_scale(changes)  # a typo is a usage error, found before the daemon is asked
+    except SpecError as error:
+        fail(error, EXIT_USAGE)
+    try:
+        result = ctx.call(protocol.Command.SCALE, changes=list(changes))
+    except PazuzuError as error:
+        fail(error)
+    formation = result["formation"]
+    ctx.emit(result, " ".join(f"{name}={count}" for name, count in formation.items()))
+
+
+@main.command()
+@click.argument("specs", nargs=-1)
+@click.option("-n", "--lines", default=100, show_default=True, help="How many recent lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@pass_context
+def log(ctx: Context, specs: tuple[str, ...], lines: int, follow: bool) -> None:
+    """Show the recent output of instances (all when no SPEC is given)."""
+    try:
+        source = ctx.call(protocol.Command.LOG, specs=list(specs))
+    except PazuzuError as error:
+        fail(error)
+    identifiers = source.get("journal_identifiers", [])
+    if not identifiers:
+        fail(PazuzuError("no instance matches", hint="see `pazuzu status` for what exists"))
+    argv = ["journalctl", "--no-pager", "--quiet", "-o", "short-iso", "-n", str(lines)]
+    if follow:
+        argv.append("--follow")
+    if ctx.as_json:
+        argv[argv.index("short-iso")] = "json"
+    argv += [f"SYSLOG_IDENTIFIER={identifier}" for identifier in identifiers]
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        fail(PazuzuError(f"cannot run journalctl: {exc}", hint="install systemd's journalctl"))
+
+
+@main.command()
+@pass_context
+def reload(ctx: Context) -> None:
+    """Re-read the configuration and Procfiles; apply only what changed."""
+    try:
+        result = ctx.call(protocol.Command.RELOAD)
+    except PazuzuError as error:
+        fail(error)
+    formation = result["formation"]
+    ctx.emit(result, "reloaded: " + " ".join(f"{k}={v}" for k, v in formation.items()))
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="PAZUZU_CONFIG",
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    help="Configuration file to check (also $PAZUZU_CONFIG).",
+)
+@pass_context
+def check(ctx: Context, config_path: Path) -> None:
+    """Validate a configuration and its Procfiles, without a daemon."""
+    from pazuzu.config import load_config
+
+    try:
+        config = load_config(config_path)
+    except PazuzuError as error:
+        fail(error)
+    summary = {
+        "config": str(config_path),
+        "applications": {
+            app.name: {worker.name: worker.num_instances for worker in app.workers}
+            for app in config.applications
+        },
+    }
+    workers = sum(len(app.workers) for app in config.applications)
+    ctx.emit(
+        summary,
+        f"{config_path}: OK ({len(config.applications)} applications, {workers} workers)",
+    )

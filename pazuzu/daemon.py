@@ -1,0 +1,610 @@
+"""pazuzud: the supervisor. One asyncio loop drives the observed instances to the formation.
+
+Signal handlers only set events; requests and backend signals wake the reconcile loop; nothing
+polls while idle. Exiting never stops a worker: only `pazuzu stop` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pazuzu import __version__, policy, protocol
+from pazuzu.backends import Backend, RunEnded
+from pazuzu.config import load_config
+from pazuzu.errors import PazuzuError, SpecError
+from pazuzu.model import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    Exit,
+    InstanceId,
+    InstanceSpec,
+    InstanceState,
+    ObservedInstance,
+    WorkerFormation,
+)
+from pazuzu.notify import Notifier
+from pazuzu.plan import desired_instances, plan
+from pazuzu.server import ControlServer
+from pazuzu.spec import Spec, parse_scale, parse_spec
+from pazuzu.state import effective_formation, load_state, save_state
+
+log = logging.getLogger("pazuzud")
+
+WorkerKey = tuple[str, str]
+
+
+class Supervisor:
+    """Holds the configuration and formation; turns requests and events into backend actions."""
+
+    def __init__(self, config_path: Path, config: Config, backend: Backend) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.backend = backend
+        self.notifier = Notifier()
+        self.formation: dict[WorkerKey, WorkerFormation] = {}
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._reconcile_lock = asyncio.Lock()
+        self._busy: set[InstanceId] = set()  # an action on it is under way
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Crash-loop bookkeeping, per instance.
+        self._failures: dict[InstanceId, int] = {}
+        self._armed: dict[InstanceId, float] = {}  # restart delay the backend was given
+        self._held: dict[InstanceId, float] = {}  # monotonic time of the next try
+        self._last_exit: dict[InstanceId, Exit] = {}
+        self._restarts: dict[InstanceId, int] = {}
+        self._state_warning: str | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def run(self, socket_path: Path) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        self.formation = self._initial_formation()
+        await self.backend.open(self._on_change, self._on_exit)
+        server = ControlServer(socket_path, self.handle, self.config.socket_group)
+        await server.start()
+        try:
+            await self.reconcile(wait=True)
+            self.notifier.send(READY="1", STATUS=self.summary())
+            log.info("ready: %s", self.summary())
+            async with asyncio.TaskGroup() as group:
+                reconciler = group.create_task(self._reconcile_forever())
+                reloader = group.create_task(self._reload_on_signal())
+                watchdog = group.create_task(self._watchdog())
+                await self._stop.wait()
+                for task in (reconciler, reloader, watchdog):
+                    task.cancel()
+        finally:
+            self.notifier.send(STOPPING="1")
+            log.info("stopping; workers keep running")
+            await server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await self.backend.close()
+
+    def _initial_formation(self) -> dict[WorkerKey, WorkerFormation]:
+        try:
+            saved = load_state(self.config.state_path)
+        except PazuzuError as error:
+            self._state_warning = str(error)
+            log.error("%s", error)
+            saved = {}
+        return effective_formation(self._configured_counts(self.config), saved)
+
+    @staticmethod
+    def _configured_counts(config: Config) -> dict[WorkerKey, int]:
+        return {
+            (app.name, worker.name): worker.num_instances
+            for app in config.applications
+            for worker in app.workers
+        }
+
+    def _save_formation(self) -> None:
+        try:
+            save_state(self.config.state_path, self.formation)
+            self._state_warning = None
+        except PazuzuError as error:
+            # The in-memory formation stays in force; say so wherever someone looks.
+            self._state_warning = f"formation not saved: {error}"
+            log.error("%s", self._state_warning)
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notifier.send(WATCHDOG="1")
+            await asyncio.sleep(interval)
+
+    async def _reload_on_signal(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            try:
+                await self.reload()
+            except PazuzuError as error:
+                log.error("reload rejected, the previous configuration stays: %s", error)
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    def _on_change(self, instance: InstanceId) -> None:
+        self._wake.set()
+
+    def _on_exit(self, ended: RunEnded) -> None:
+        instance = ended.instance
+        desired = self._is_desired(instance)
+        if not desired or instance in self._busy:
+            return  # we stopped it, or it is going away
+        self._last_exit[instance] = ended.exit
+        self._restarts[instance] = self._restarts.get(instance, 0) + 1
+        failures = policy.next_failures(self._failures.get(instance, 0), ended.run_seconds)
+        self._failures[instance] = failures
+        delay = policy.restart_delay(failures)
+        log.warning(
+            "%s exited (%s) after %.1f s; respawn in %.1f s",
+            instance,
+            ended.exit,
+            ended.run_seconds,
+            delay,
+        )
+        if delay != self._armed.get(instance, 0.0):
+            # The backend would respawn it on the old schedule: take over until `delay` passes.
+            self._held[instance] = time.monotonic() + delay
+            self._spawn(self._rearm(instance, delay))
+        self._wake.set()
+
+    async def _rearm(self, instance: InstanceId, delay: float) -> None:
+        self._busy.add(instance)
+        try:
+            await self.backend.stop(instance, timeout=self._stop_timeout(instance))
+        finally:
+            self._busy.discard(instance)
+        await asyncio.sleep(max(0.0, self._held.get(instance, 0.0) - time.monotonic()))
+        self._held.pop(instance, None)
+        self._wake.set()
+
+    def _is_desired(self, instance: InstanceId) -> bool:
+        wanted = self.formation.get((instance.app, instance.worker))
+        return wanted is not None and instance.number in wanted.running_numbers()
+
+    def _stop_timeout(self, instance: InstanceId) -> float:
+        app = self.config.application(instance.app)
+        worker = app.worker(instance.worker) if app else None
+        return worker.stop_timeout if worker else 10.0
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconcile failed; retrying on the next event")
+                await asyncio.sleep(1.0)
+
+    async def reconcile(self, *, wait: bool = False) -> None:
+        """Compare formation and backend once, and start the actions that close the gap.
+
+        With `wait`, return only when those actions are done.
+        """
+        async with self._reconcile_lock:
+            observed = await self.backend.list_instances()
+            desired = desired_instances(self.config, self.formation)
+            now = time.monotonic()
+            for instance in list(self._held):
+                if instance not in desired:
+                    self._held.pop(instance)
+            held = frozenset(self._busy) | {i for i, t in self._held.items() if t > now}
+            actions = plan(desired, observed, held)
+            started: list[asyncio.Task[None]] = []
+            for instance in actions.stops:
+                started.append(self._spawn(self._stop_instance(instance)))
+            for spec in actions.starts:
+                started.append(self._spawn(self._start_instance(spec)))
+            for specs in _by_worker(actions.replaces):
+                started.append(self._spawn(self._replace_in_turn(specs)))
+        if actions:
+            log.info(
+                "reconcile: %d to start, %d to stop, %d to replace",
+                len(actions.starts),
+                len(actions.stops),
+                len(actions.replaces),
+            )
+        if wait and started:
+            await asyncio.gather(*started, return_exceptions=True)
+        self.notifier.send(STATUS=self.summary())
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _start_instance(self, spec: InstanceSpec) -> None:
+        self._busy.add(spec.id)
+        delay = policy.restart_delay(self._failures.get(spec.id, 0) + 1)
+        try:
+            await self.backend.start(spec, restart_delay=delay)
+            self._armed[spec.id] = delay
+        except PazuzuError as error:
+            log.error("%s", error)
+        finally:
+            self._busy.discard(spec.id)
+
+    async def _stop_instance(self, instance: InstanceId) -> None:
+        self._busy.add(instance)
+        try:
+            await self.backend.stop(instance, timeout=self._stop_timeout(instance))
+        except PazuzuError as error:
+            log.error("%s", error)
+        finally:
+            self._busy.discard(instance)
+            self._forget(instance)
+
+    async def _replace_in_turn(self, specs: list[InstanceSpec]) -> None:
+        """Restart instances of one worker one at a time, so the worker keeps serving."""
+        for spec in specs:
+            self._busy.add(spec.id)
+        try:
+            for spec in specs:
+                log.info("replacing %s: its definition changed", spec.id)
+                await self._restart_one(spec)
+        finally:
+            for spec in specs:
+                self._busy.discard(spec.id)
+
+    async def _restart_one(self, spec: InstanceSpec) -> None:
+        self._busy.add(spec.id)
+        try:
+            await self.backend.stop(spec.id, timeout=spec.stop_timeout)
+            self._forget(spec.id)
+            await self.backend.start(spec, restart_delay=0.0)
+            self._armed[spec.id] = 0.0
+        except PazuzuError as error:
+            log.error("%s", error)
+        finally:
+            self._busy.discard(spec.id)
+
+    def _forget(self, instance: InstanceId) -> None:
+        for table in (self._failures, self._armed, self._held, self._last_exit):
+            table.pop(instance, None)
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def handle(self, request: protocol.Request) -> Any:
+        match request.command:
+            case protocol.Command.PING:
+                return self._daemon_info()
+            case protocol.Command.STATUS:
+                return await self.status(request.strings("specs"))
+            case protocol.Command.SCALE:
+                return await self.scale(request.strings("changes"))
+            case protocol.Command.STOP:
+                return await self.stop(request.strings("specs"))
+            case protocol.Command.START:
+                return await self.start(request.strings("specs"))
+            case protocol.Command.RESTART:
+                return await self.restart(
+                    request.strings("specs"), rolling=bool(request.args.get("rolling"))
+                )
+            case protocol.Command.LOG:
+                return self.log_source(request.strings("specs"))
+            case protocol.Command.RELOAD:
+                return await self.reload()
+        raise PazuzuError(f"unhandled command {request.command}")
+
+    def _daemon_info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "backend": self.backend.name, "version": __version__}
+
+    async def scale(self, texts: list[str]) -> dict[str, Any]:
+        changes = parse_scale(texts)
+        updated = dict(self.formation)
+        for change in changes:
+            key = (change.app, change.worker)
+            current = updated.get(key)
+            if current is None:
+                raise SpecError(
+                    f"no worker {change.app}.{change.worker} in the configuration",
+                    hint=f"known workers: {', '.join(self._worker_names()) or 'none'}",
+                )
+            count = change.apply(current.count)
+            stopped = frozenset(n for n in current.stopped if n <= count)
+            updated[key] = replace(current, count=count, stopped=stopped)
+            log.info("scale %s.%s to %d", change.app, change.worker, count)
+        self.formation = updated
+        self._save_formation()
+        await self.reconcile(wait=True)
+        return {"formation": self._formation_summary()}
+
+    async def stop(self, texts: list[str]) -> dict[str, Any]:
+        matched = self._match_numbers(texts)
+        for key, numbers in matched.items():
+            current = self.formation[key]
+            self.formation[key] = replace(current, stopped=current.stopped | numbers)
+        self._save_formation()
+        await self.reconcile(wait=True)
+        return {"stopped": _names(matched)}
+
+    async def start(self, texts: list[str]) -> dict[str, Any]:
+        matched = self._match_numbers(texts)
+        for key, numbers in matched.items():
+            current = self.formation[key]
+            self.formation[key] = replace(current, stopped=current.stopped - numbers)
+            for number in numbers:  # a deliberate start skips any backoff wait
+                instance = InstanceId(key[0], key[1], number)
+                self._held.pop(instance, None)
+                self._failures.pop(instance, None)
+        self._save_formation()
+        await self.reconcile(wait=True)
+        return {"started": _names(matched)}
+
+    async def restart(self, texts: list[str], *, rolling: bool) -> dict[str, Any]:
+        matched = self._match_numbers(texts)
+        for key, numbers in matched.items():
+            current = self.formation[key]
+            self.formation[key] = replace(current, stopped=current.stopped - numbers)
+        self._save_formation()
+        desired = desired_instances(self.config, self.formation)
+        specs = [desired[i] for i in _instances(matched) if i in desired]
+        for spec in specs:
+            self._forget(spec.id)
+        groups = [specs] if rolling else [[spec] for spec in specs]
+        await asyncio.gather(*(self._replace_in_turn(group) for group in groups))
+        await self.reconcile(wait=True)
+        return {"restarted": [str(spec.id) for spec in specs]}
+
+    async def reload(self) -> dict[str, Any]:
+        self.notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
+        try:
+            config = load_config(self.config_path)
+        except PazuzuError as error:
+            message = f"reload rejected, the previous configuration stays: {error}"
+            self.notifier.send(READY="1", STATUS=message[:200])
+            log.error("%s", message)
+            raise
+        self.config = config
+        saved = dict(self.formation)
+        self.formation = effective_formation(self._configured_counts(config), saved)
+        self._save_formation()
+        log.info("configuration reloaded from %s", self.config_path)
+        await self.reconcile(wait=True)
+        self.notifier.send(READY="1", STATUS=self.summary())
+        return {"formation": self._formation_summary()}
+
+    def log_source(self, texts: list[str]) -> dict[str, Any]:
+        instances = _instances(self._match_numbers(texts or ["*"]))
+        source = self.backend.log_source(sorted(instances))
+        return {
+            "journal_identifiers": list(source.journal_identifiers),
+            "files": list(source.files),
+        }
+
+    async def status(self, texts: list[str]) -> dict[str, Any]:
+        specs = [parse_spec(text) for text in texts] or [Spec("*")]
+        observed = await self.backend.list_instances(details=True)
+        now = time.monotonic()
+        applications = []
+        for app in self.config.applications:
+            if not any(spec.matches_app(app.name) for spec in specs):
+                continue
+            workers = []
+            for worker in app.workers:
+                if not any(spec.matches_worker(app.name, worker.name) for spec in specs):
+                    continue
+                wanted = self.formation[(app.name, worker.name)]
+                numbers = set(range(1, wanted.count + 1))
+                numbers |= {
+                    i.number for i in observed if (i.app, i.worker) == (app.name, worker.name)
+                }
+                instances = []
+                for number in sorted(numbers):
+                    instance = InstanceId(app.name, worker.name, number)
+                    if not any(spec.matches_instance(instance) for spec in specs):
+                        continue
+                    instances.append(
+                        self._instance_status(instance, observed.get(instance), wanted, now)
+                    )
+                workers.append(
+                    {
+                        "name": worker.name,
+                        "command_line": worker.command_line,
+                        "desired": len(wanted.running_numbers()),
+                        "instances": instances,
+                    }
+                )
+            applications.append({"name": app.name, "workers": workers})
+        if not applications and texts:
+            raise self._no_match(texts)
+        daemon = self._daemon_info()
+        if self._state_warning:
+            daemon["warning"] = self._state_warning
+        return {"daemon": daemon, "applications": applications}
+
+    def _instance_status(
+        self,
+        instance: InstanceId,
+        seen: ObservedInstance | None,
+        wanted: WorkerFormation,
+        now: float,
+    ) -> dict[str, Any]:
+        should_run = instance.number in wanted.running_numbers()
+        next_try = self._held.get(instance)
+        if next_try is not None and should_run:
+            state = InstanceState.BACKOFF
+        elif seen is not None:
+            state = seen.state
+            if state is InstanceState.RUNNING and not should_run:
+                state = InstanceState.STOPPING
+        else:
+            state = InstanceState.STARTING if should_run else InstanceState.STOPPED
+        last_exit = self._last_exit.get(instance) or (seen.last_exit if seen else None)
+        return {
+            "number": instance.number,
+            "state": str(state),
+            "pid": seen.pid if seen else None,
+            "started_at": seen.started_at if seen else None,
+            "restarts": max(self._restarts.get(instance, 0), seen.restarts if seen else 0),
+            "last_exit": str(last_exit) if last_exit else None,
+            "memory_bytes": seen.memory_bytes if seen else None,
+            "cpu_seconds": seen.cpu_seconds if seen else None,
+            "next_try_in": round(max(0.0, next_try - now), 3) if next_try is not None else None,
+            "should_run": should_run,
+        }
+
+    def _match_numbers(self, texts: Iterable[str]) -> dict[WorkerKey, frozenset[int]]:
+        """The instance numbers, per worker, that the specs name.
+
+        A spec without wildcards that names no configured worker, or an instance number
+        beyond the worker's count, is an error; a glob may match nothing.
+        """
+        matched: dict[WorkerKey, frozenset[int]] = {}
+        for text in texts:
+            spec = parse_spec(text)
+            hit = False
+            for (app, worker), wanted in self.formation.items():
+                if not spec.matches_worker(app, worker):
+                    continue
+                numbers = frozenset(
+                    n
+                    for n in range(1, wanted.count + 1)
+                    if spec.matches_instance(InstanceId(app, worker, n))
+                )
+                hit = hit or bool(numbers) or spec.instance is None
+                matched[(app, worker)] = matched.get((app, worker), frozenset()) | numbers
+            if not hit and not spec.has_wildcard:
+                raise self._no_match([text])
+        return {key: numbers for key, numbers in matched.items() if numbers}
+
+    def _no_match(self, texts: list[str]) -> SpecError:
+        return SpecError(
+            f"nothing matches {', '.join(texts)}",
+            hint=f"known workers: {', '.join(self._worker_names()) or 'none'}",
+        )
+
+    def _worker_names(self) -> list[str]:
+        return [f"{app}.{worker}" for app, worker in sorted(self.formation)]
+
+    def _formation_summary(self) -> dict[str, int]:
+        return {
+            f"{app}.{worker}": len(wanted.running_numbers())
+            for (app, worker), wanted in sorted(self.formation.items())
+        }
+
+    def summary(self) -> str:
+        """One line for sd_notify STATUS= and the log: the formation, worker by worker."""
+        parts = [f"{name}={count}" for name, count in self._formation_summary().items()]
+        text = " ".join(parts) or "no workers configured"
+        if self._state_warning:
+            text += " (WARNING: formation not persisted)"
+        return text
+
+
+def _by_worker(specs: Iterable[InstanceSpec]) -> list[list[InstanceSpec]]:
+    groups: dict[WorkerKey, list[InstanceSpec]] = {}
+    for spec in specs:
+        groups.setdefault((spec.id.app, spec.id.worker), []).append(spec)
+    return list(groups.values())
+
+
+def _instances(matched: dict[WorkerKey, frozenset[int]]) -> list[InstanceId]:
+    return [
+        InstanceId(app, worker, number)
+        for (app, worker), numbers in sorted(matched.items())
+        for number in sorted(numbers)
+    ]
+
+
+def _names(matched: dict[WorkerKey, frozenset[int]]) -> list[str]:
+    return [str(instance) for instance in _instances(matched)]
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def choose_backend(name: str) -> Backend:
+    """The backend asked for; `auto` takes systemd when the host was booted with it."""
+    if name in ("auto", "systemd"):
+        from pazuzu.backends import systemd
+
+        if systemd.is_available():
+            return systemd.SystemdBackend()
+        if name == "systemd":
+            raise PazuzuError(
+                "--backend systemd: this host was not booted with systemd (/run/systemd/system "
+                "is missing)",
+                hint="use --backend cgexec on hosts without systemd",
+            )
+    raise PazuzuError(
+        "this host has no systemd, and the libcgroup (cgexec) backend is not available yet",
+        hint="run pazuzud on a host booted with systemd",
+    )
+
+
+def _setup_logging(config: Config, debug: bool) -> None:
+    handler: logging.Handler
+    if config.log_path == "syslog":
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("pazuzud[%(process)d]: %(message)s"))
+    elif config.log_path:
+        handler = logging.FileHandler(config.log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s pazuzud[%(process)d] %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="PAZUZU_CONFIG",
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    help="Configuration file (also $PAZUZU_CONFIG).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "systemd", "cgexec"]),
+    default="auto",
+    show_default=True,
+    help="Where instances run: systemd units, or libcgroup cgroups.",
+)
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path), help="Control socket.")
+@click.option("--debug", is_flag=True, help="Verbose logging, tracebacks included.")
+@click.version_option(__version__, prog_name="pazuzud")
+def main(config_path: Path, backend: str, socket_path: Path | None, debug: bool) -> None:
+    """Supervise the applications of a pazuzu configuration."""
+    try:
+        config = load_config(config_path)
+        _setup_logging(config, debug)
+        chosen = choose_backend(backend)
+        supervisor = Supervisor(config_path, config, chosen)
+        asyncio.run(supervisor.run(socket_path or config.socket_path))
+    except PazuzuError as error:
+        click.echo(f"pazuzud: {error}", err=True)
+        if error.hint:
+            click.echo(f"hint: {error.hint}", err=True)
+        if debug:
+            raise
+        sys.exit(1)
