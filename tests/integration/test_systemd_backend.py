@@ -327,3 +327,29 @@ def test_names_are_escaped_like_systemd_escape(deployment: Deployment) -> None:
     assert deployment.running_units() == {name}
     group = deployment.sh(f"systemctl show -p ControlGroup --value '{name}'").stdout.strip()
     assert group == f"/pazuzu.slice/pazuzu-my\\x2dapp.slice/{name}"
+
+
+def test_daemon_pings_the_watchdog_when_asked(deployment: Deployment) -> None:
+    """With WatchdogSec=1, pazuzud keeps sending WATCHDOG=1 and systemd keeps it active."""
+    shop(deployment)
+    deployment.container.write_file(
+        "/etc/systemd/system/pazuzud.service.d/watchdog.conf", "[Service]\nWatchdogSec=1\n"
+    )
+    deployment.sh("systemctl daemon-reload")
+    try:
+        deployment.start_daemon()
+
+        def last_ping() -> int:
+            out = deployment.sh("systemctl show -p WatchdogTimestampMonotonic --value pazuzud")
+            return int(out.stdout.strip() or 0)
+
+        first = last_ping()
+        second = wait_until(lambda: (t := last_ping()) > first and t, timeout=5, message="a ping")
+        wait_until(lambda: last_ping() > second, timeout=5, message="another ping")
+        # Three watchdog periods later the daemon is still the same process, still active.
+        pid = deployment.daemon_pid()
+        wait_until(lambda: last_ping() > second + 3_000_000, timeout=10, message="3 s of pings")
+        assert deployment.daemon_pid() == pid
+        assert deployment.sh("systemctl is-active pazuzud").stdout.strip() == "active"
+    finally:
+        deployment.sh("rm -f /etc/systemd/system/pazuzud.service.d/watchdog.conf")
