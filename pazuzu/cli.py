@@ -71,6 +71,7 @@ def status(ctx: Context, specs: tuple[str, ...]) -> None:
     """
     from pazuzu import render
 
+    check_specs(specs)
     try:
         result = ctx.call(protocol.Command.STATUS, specs=list(specs))
     except PazuzuError as error:
@@ -89,7 +90,19 @@ def status(ctx: Context, specs: tuple[str, ...]) -> None:
         sys.exit(EXIT_NOT_RUNNING)
 
 
+def check_specs(specs: tuple[str, ...]) -> None:
+    """A malformed spec is a usage error (exit 2), found before the daemon is asked."""
+    from pazuzu.spec import parse_spec
+
+    try:
+        for text in specs:
+            parse_spec(text)
+    except SpecError as error:
+        fail(error, EXIT_USAGE)
+
+
 def _simple(command: protocol.Command, key: str, specs: tuple[str, ...], ctx: Context) -> None:
+    check_specs(specs)
     try:
         result = ctx.call(command, specs=list(specs))
     except PazuzuError as error:
@@ -120,6 +133,7 @@ def stop(ctx: Context, specs: tuple[str, ...]) -> None:
 @pass_context
 def restart(ctx: Context, specs: tuple[str, ...], rolling: bool) -> None:
     """Restart instances; stopped ones are started."""
+    check_specs(specs)
     try:
         result = ctx.call(protocol.Command.RESTART, specs=list(specs), rolling=rolling)
     except PazuzuError as error:
@@ -154,6 +168,7 @@ def scale(ctx: Context, changes: tuple[str, ...]) -> None:
 @pass_context
 def log(ctx: Context, specs: tuple[str, ...], lines: int, follow: bool) -> None:
     """Show the recent output of instances (all when no SPEC is given)."""
+    check_specs(specs)
     try:
         source = ctx.call(protocol.Command.LOG, specs=list(specs))
     except PazuzuError as error:

@@ -66,6 +66,7 @@ class Supervisor:
         self._held: dict[InstanceId, float] = {}  # monotonic time of the next try
         self._last_exit: dict[InstanceId, Exit] = {}
         self._restarts: dict[InstanceId, int] = {}
+        self._next_try: dict[InstanceId, float] = {}  # when a crashed instance runs again
         self._state_warning: str | None = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -156,6 +157,7 @@ class Supervisor:
         failures = policy.next_failures(self._failures.get(instance, 0), ended.run_seconds)
         self._failures[instance] = failures
         delay = policy.restart_delay(failures)
+        self._next_try[instance] = time.monotonic() + delay
         log.warning(
             "%s exited (%s) after %.1f s; respawn in %.1f s",
             instance,
@@ -282,7 +284,7 @@ class Supervisor:
             self._busy.discard(spec.id)
 
     def _forget(self, instance: InstanceId) -> None:
-        for table in (self._failures, self._armed, self._held, self._last_exit):
+        for table in (self._failures, self._armed, self._held, self._last_exit, self._next_try):
             table.pop(instance, None)
 
     # -- requests --------------------------------------------------------------------------
@@ -364,7 +366,7 @@ class Supervisor:
         specs = [desired[i] for i in _instances(matched) if i in desired]
         for spec in specs:
             self._forget(spec.id)
-        groups = [specs] if rolling else [[spec] for spec in specs]
+        groups = _by_worker(specs) if rolling else [[spec] for spec in specs]
         await asyncio.gather(*(self._replace_in_turn(group) for group in groups))
         await self.reconcile(wait=True)
         return {"restarted": [str(spec.id) for spec in specs]}
@@ -429,7 +431,7 @@ class Supervisor:
                     }
                 )
             applications.append({"name": app.name, "workers": workers})
-        if not applications and texts:
+        if not applications and texts and not any(spec.has_wildcard for spec in specs):
             raise self._no_match(texts)
         daemon = self._daemon_info()
         if self._state_warning:
@@ -444,8 +446,10 @@ class Supervisor:
         now: float,
     ) -> dict[str, Any]:
         should_run = instance.number in wanted.running_numbers()
-        next_try = self._held.get(instance)
-        if next_try is not None and should_run:
+        next_try = self._next_try.get(instance)
+        if next_try is not None and next_try <= now:
+            next_try = None
+        if instance in self._held and should_run:
             state = InstanceState.BACKOFF
         elif seen is not None:
             state = seen.state
@@ -537,13 +541,13 @@ def _names(matched: dict[WorkerKey, frozenset[int]]) -> list[str]:
 # -- entry point ---------------------------------------------------------------------------
 
 
-def choose_backend(name: str) -> Backend:
+def choose_backend(name: str, config: Config) -> Backend:
     """The backend asked for; `auto` takes systemd when the host was booted with it."""
     if name in ("auto", "systemd"):
         from pazuzu.backends import systemd
 
         if systemd.is_available():
-            return systemd.SystemdBackend()
+            return systemd.SystemdBackend(prefix=config.cgroups.hierarchy_root)
         if name == "systemd":
             raise PazuzuError(
                 "--backend systemd: this host was not booted with systemd (/run/systemd/system "
@@ -598,7 +602,7 @@ def main(config_path: Path, backend: str, socket_path: Path | None, debug: bool)
     try:
         config = load_config(config_path)
         _setup_logging(config, debug)
-        chosen = choose_backend(backend)
+        chosen = choose_backend(backend, config)
         supervisor = Supervisor(config_path, config, chosen)
         asyncio.run(supervisor.run(socket_path or config.socket_path))
     except PazuzuError as error:

@@ -9,6 +9,7 @@ set resource limits on them with `systemctl set-property`.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 
@@ -21,8 +22,16 @@ ROOT_SLICE = f"{PREFIX}.slice"
 # unit-name.c, minus `-` and `\`, which carry meaning there).
 _PLAIN = frozenset(string.ascii_letters + string.digits + ":_.")
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
-_UNIT = re.compile(rf"{PREFIX}-([^-@]+)-([^-@]+)@([1-9][0-9]*)\.service")
-_APP_SLICE = re.compile(rf"{PREFIX}-([^-@]+)\.slice")
+
+
+@functools.cache
+def _unit_re(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(prefix)}-([^-@]+)-([^-@]+)@([1-9][0-9]*)\.service")
+
+
+@functools.cache
+def _app_slice_re(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(prefix)}-([^-@]+)\.slice")
 
 
 def escape(name: str) -> str:
@@ -55,33 +64,38 @@ def unescape(escaped: str) -> str:
     return raw.decode()
 
 
-def app_slice(app: str) -> str:
+def root_slice(prefix: str = PREFIX) -> str:
+    """The slice that holds every application: `pazuzu.slice` (`cgroups.hierarchy_root`)."""
+    return f"{prefix}.slice"
+
+
+def app_slice(app: str, prefix: str = PREFIX) -> str:
     """The slice of one application: `pazuzu-my\\x2dapp.slice` for `my-app`."""
-    return f"{PREFIX}-{escape(app)}.slice"
+    return f"{prefix}-{escape(app)}.slice"
 
 
-def parse_app_slice(name: str) -> str | None:
+def parse_app_slice(name: str, prefix: str = PREFIX) -> str | None:
     """The application whose slice `name` is, or None for any other unit."""
-    match = _APP_SLICE.fullmatch(name)
+    match = _app_slice_re(prefix).fullmatch(name)
     if match is None:
         return None
     return _component(match.group(1))
 
 
-def unit_name(instance: InstanceId) -> str:
+def unit_name(instance: InstanceId, prefix: str = PREFIX) -> str:
     """The service unit of one instance: `pazuzu-my\\x2dapp-web@2.service`."""
     if not instance.app or not instance.worker or instance.number < 1:
         raise ValueError(f"no unit name for {instance!r}")
-    return f"{PREFIX}-{escape(instance.app)}-{escape(instance.worker)}@{instance.number}.service"
+    return f"{prefix}-{escape(instance.app)}-{escape(instance.worker)}@{instance.number}.service"
 
 
-def parse_unit_name(name: str) -> InstanceId | None:
+def parse_unit_name(name: str, prefix: str = PREFIX) -> InstanceId | None:
     """The instance that unit `name` runs, or None if `name` is not a pazuzu instance unit.
 
     Only the exact form `unit_name` makes is ours: a unit whose escaping differs (upper-case
     hex, an escaped letter) or whose number has a leading zero was not made by pazuzu.
     """
-    match = _UNIT.fullmatch(name)
+    match = _unit_re(prefix).fullmatch(name)
     if match is None:
         return None
     app = _component(match.group(1))
@@ -91,9 +105,9 @@ def parse_unit_name(name: str) -> InstanceId | None:
     return InstanceId(app, worker, int(match.group(3)))
 
 
-def unit_pattern() -> str:
+def unit_pattern(prefix: str = PREFIX) -> str:
     """A glob for `ListUnitsByPatterns` that matches every instance unit pazuzu makes."""
-    return f"{PREFIX}-*@*.service"
+    return f"{prefix}-*@*.service"
 
 
 def syslog_identifier(instance: InstanceId) -> str:

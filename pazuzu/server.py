@@ -28,13 +28,18 @@ class ControlServer:
     def __init__(self, path: Path, handler: Handler, group: str | None = None) -> None:
         self._path = path
         self._handler = handler
-        self._gid = grp.getgrnam(group).gr_gid if group else None
+        self._gid = _group_id(group) if group else None
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         if self._path.is_socket():
-            self._path.unlink()  # left by a daemon that died; we are the only one (pid lock)
+            if _answers(self._path):
+                raise PazuzuError(
+                    f"another pazuzud already listens on {self._path}",
+                    hint="stop it first (systemctl stop pazuzud), or give this one --socket PATH",
+                )
+            self._path.unlink()  # left behind by a daemon that died
         # umask before bind: the socket never exists with wider permissions than 0660.
         previous = os.umask(0o117)
         try:
@@ -117,3 +122,27 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _group_id(group: str) -> int:
+    """The gid of `socket_group`, given by name or number."""
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise PazuzuError(
+            f"socket_group: no group named {group!r} on this host",
+            hint="create the group (groupadd), or fix socket_group in the configuration",
+        ) from None

@@ -60,7 +60,8 @@ class SystemdBackend:
 
     name = "systemd"
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = naming.PREFIX) -> None:
+        self._prefix = prefix  # cgroups.hierarchy_root: the root slice is `<prefix>.slice`
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="pazuzu-dbus"
         )
@@ -176,10 +177,10 @@ class SystemdBackend:
         try:
             message.process_reply(True)
             path = message.headers.get("Path") or b""
-            if not path.startswith(_UNIT_PATH_PREFIX + b"/pazuzu"):
+            if not path.startswith(_UNIT_PATH_PREFIX + b"/"):
                 return
-            unit = path_decode(path, _UNIT_PATH_PREFIX).decode()
-            instance = naming.parse_unit_name(unit)
+            unit = path_decode(path, _UNIT_PATH_PREFIX).decode(errors="replace")
+            instance = naming.parse_unit_name(unit, self._prefix)
             if instance is None:
                 return
             interface, changed, _invalidated = message.body
@@ -215,7 +216,7 @@ class SystemdBackend:
         try:
             message.process_reply(False)
             _job_id, job_path, unit, result = message.body
-            if not unit.startswith(b"pazuzu"):
+            if naming.parse_unit_name(unit.decode(errors="replace"), self._prefix) is None:
                 return
             outcome = result.decode()
             waiter = self._jobs.pop(job_path, None)
@@ -249,11 +250,11 @@ class SystemdBackend:
     def _list_instances(self, details: bool) -> dict[InstanceId, ObservedInstance]:
         rows = self._manager_call(
             b"ListUnitsByPatterns",
-            apply_signature(b"asas", [[], [naming.unit_pattern().encode()]]),
+            apply_signature(b"asas", [[], [naming.unit_pattern(self._prefix).encode()]]),
         )
         found: dict[InstanceId, ObservedInstance] = {}
         for name, description, load, active, sub, _following, path, *_job in rows:
-            instance = naming.parse_unit_name(name.decode())
+            instance = naming.parse_unit_name(name.decode(errors="replace"), self._prefix)
             if instance is None or load != b"loaded":
                 continue
             match = _FINGERPRINT.search(description.decode(errors="replace"))
@@ -303,8 +304,10 @@ class SystemdBackend:
     # -- actions ---------------------------------------------------------------------------
 
     async def start(self, spec: InstanceSpec, restart_delay: float) -> None:
-        unit = naming.unit_name(spec.id)
-        properties = _unit_properties(spec, restart_delay)
+        unit = naming.unit_name(spec.id, self._prefix)
+        properties = _unit_properties(
+            spec, restart_delay, naming.app_slice(spec.id.app, self._prefix)
+        )
         deadline = time.monotonic() + 10.0
         while True:
             try:
@@ -355,7 +358,7 @@ class SystemdBackend:
         return await self._call(query)
 
     async def stop(self, instance: InstanceId, timeout: float) -> None:
-        unit = naming.unit_name(instance)
+        unit = naming.unit_name(instance, self._prefix)
 
         def stop_unit() -> bytes | None:
             try:
@@ -386,12 +389,14 @@ def _plain(method: Callable[..., None]) -> Callable[..., None]:
     return callback
 
 
-def _unit_properties(spec: InstanceSpec, restart_delay: float) -> list[tuple[bytes, bytes, Any]]:
+def _unit_properties(
+    spec: InstanceSpec, restart_delay: float, slice_name: str
+) -> list[tuple[bytes, bytes, Any]]:
     instance = spec.id
     env = [f"{key}={value}".encode() for key, value in spec.environment]
     properties: list[tuple[bytes, bytes, Any]] = [
         (b"Description", b"s", f"pazuzu {instance} [{spec.fingerprint}]".encode()),
-        (b"Slice", b"s", naming.app_slice(instance.app).encode()),
+        (b"Slice", b"s", slice_name.encode()),
         (
             b"ExecStart",
             b"a(sasb)",

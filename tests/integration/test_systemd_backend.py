@@ -353,3 +353,19 @@ def test_daemon_pings_the_watchdog_when_asked(deployment: Deployment) -> None:
         assert deployment.sh("systemctl is-active pazuzud").stdout.strip() == "active"
     finally:
         deployment.sh("rm -f /etc/systemd/system/pazuzud.service.d/watchdog.conf")
+
+
+def test_a_second_daemon_on_the_same_socket_refuses_to_start(deployment: Deployment) -> None:
+    """While pazuzud runs, another one with the same socket exits 1 and changes nothing."""
+    shop(deployment)
+    deployment.start_daemon()
+    before = deployment.all_worker_pids()
+    result = deployment.container.run(
+        [f"{deployment.container.venv_bin}/pazuzud", "-c", str(deployment.config_path)],
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "another pazuzud already listens" in result.stderr
+    assert deployment.all_worker_pids() == before
+    assert deployment.cli("status").returncode == 0
