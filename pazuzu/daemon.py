@@ -207,6 +207,9 @@ class Supervisor:
         """
         async with self._reconcile_lock:
             observed = await self.backend.list_instances()
+            for instance, seen in observed.items():
+                # Adopted units keep the restart delay an earlier daemon gave them.
+                self._armed.setdefault(instance, seen.restart_delay)
             desired = desired_instances(self.config, self.formation)
             now = time.monotonic()
             for instance in list(self._held):
@@ -399,6 +402,7 @@ class Supervisor:
 
     async def status(self, texts: list[str]) -> dict[str, Any]:
         specs = [parse_spec(text) for text in texts] or [Spec("*")]
+        self._match_numbers(texts)  # an exact spec that names nothing is an error
         observed = await self.backend.list_instances(details=True)
         now = time.monotonic()
         applications = []
@@ -431,8 +435,6 @@ class Supervisor:
                     }
                 )
             applications.append({"name": app.name, "workers": workers})
-        if not applications and texts and not any(spec.has_wildcard for spec in specs):
-            raise self._no_match(texts)
         daemon = self._daemon_info()
         if self._state_warning:
             daemon["warning"] = self._state_warning

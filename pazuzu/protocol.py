@@ -67,7 +67,7 @@ def decode_request(line: bytes) -> Request:
     """Parse and validate one request line; a bad one raises ProtocolError saying why."""
     try:
         document = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"request is not JSON: {exc}", hint=_FORMAT_HINT) from exc
     if not isinstance(document, dict):
         raise ProtocolError("request must be a JSON object", hint=_FORMAT_HINT)
@@ -119,6 +119,8 @@ def decode_reply(line: bytes) -> Any:
     if ok:
         return document.get("result")
     error = document.get("error") or {}
+    if not isinstance(error, dict):
+        raise PazuzuError(f"the daemon sent a reply that is not understood: {line[:200]!r}")
     failure = PazuzuError(str(error.get("message", "request refused")), hint=error.get("hint"))
     failure.code = str(error.get("code", "error"))
     raise failure

@@ -16,7 +16,8 @@ def status_table(status: dict[str, Any], now: float | None = None) -> str:
     for app in status["applications"]:
         for worker in app["workers"]:
             running = sum(1 for i in worker["instances"] if i["state"] == "running")
-            rows.append((f"{app['name']}.{worker['name']} ({running}/{worker['desired']})",))
+            count = f" ({running}/{worker['desired']})"
+            rows.append((_shorten(f"{app['name']}.{worker['name']}", WIDTH - len(count)) + count,))
             for instance in worker["instances"]:
                 rows.append(_instance_row(app["name"], worker["name"], instance, now))
     if not rows:
@@ -52,8 +53,18 @@ def _layout(rows: list[tuple[str, ...]]) -> str:
             widths[column] = max(floor, widths[column] - excess)
     lines = [_line(_HEADERS, widths)]
     for row in rows:
-        lines.append(row[0][:WIDTH] if len(row) == 1 else _line(row, widths))
+        if len(row) == 1:
+            lines.append(row[0])
+        else:
+            # The instance number must survive a cut: shorten the worker name before it.
+            name, dot, number = row[0].rpartition(".")
+            first = _shorten(name, widths[0] - len(dot + number)) + dot + number
+            lines.append(_line((first, *row[1:]), widths))
     return "\n".join(lines)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def _line(cells: tuple[str, ...], widths: list[int]) -> str:

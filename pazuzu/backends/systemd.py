@@ -75,6 +75,7 @@ class SystemdBackend:
         self._jobs: dict[bytes, asyncio.Future[str]] = {}
         self._finished_jobs: dict[bytes, str] = {}
         self._dispatched = 0  # signal callbacks run so far
+        self._delays: dict[InstanceId, float] = {}  # RestartUSec of each unit, in seconds
         self._since = 0  # CLOCK_REALTIME in µs when we began to watch, as systemd stamps
         self._callbacks: list[Callable[..., None]] = []
 
@@ -262,11 +263,30 @@ class SystemdBackend:
                 id=instance,
                 state=_state_of(active.decode(), sub.decode()),
                 fingerprint=match.group(1) if match else None,
+                restart_delay=self._restart_delay(instance, path),
             )
             if details:
                 observed = self._with_details(observed, path)
             found[instance] = observed
         return found
+
+    def _restart_delay(self, instance: InstanceId, path: bytes) -> float:
+        """The unit's RestartUSec in seconds: asked once per unit we did not start ourselves."""
+        delay = self._delays.get(instance)
+        if delay is None:
+            try:
+                usec = self._calls.call_method(
+                    _SYSTEMD,
+                    path,
+                    _PROPERTIES,
+                    b"Get",
+                    apply_signature(b"ss", [_SERVICE, b"RestartUSec"]),
+                ).body
+            except Exception as exc:  # the unit went away between the two calls
+                log.debug("no restart delay for %s: %s", instance, exc)
+                return 0.0
+            delay = self._delays[instance] = int(usec or 0) / _USEC
+        return delay
 
     def _with_details(self, observed: ObservedInstance, path: bytes) -> ObservedInstance:
         try:
@@ -322,6 +342,7 @@ class SystemdBackend:
                     return
                 await self._call(lambda: self._reset_failed(unit))
                 await asyncio.sleep(0.05)
+        self._delays[spec.id] = restart_delay
         result = await self._wait_job(job, timeout=30.0)
         if result != "done":
             raise BackendError(f"starting {spec.id} ({unit}) ended with '{result}'")
@@ -379,6 +400,7 @@ class SystemdBackend:
             # systemd itself sends SIGKILL after TimeoutStopSec; allow it time to do so.
             await self._wait_job(job, timeout=timeout + 15.0)
         await self._call(lambda: self._reset_failed(unit))
+        self._delays.pop(instance, None)
         log.info("stopped %s (%s)", instance, unit)
 
 

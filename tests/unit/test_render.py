@@ -134,10 +134,6 @@ def test_every_line_fits_80_columns_with_long_names_and_exits() -> None:
     assert "killed b…" in table
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render._layout cuts the instance column from the end, dropping the instance number",
-)
 def test_a_cut_instance_name_keeps_its_number() -> None:
     """With a long worker name, web.1 and web.2 rows still say which instance they are."""
     worker = "a-worker-with-an-extremely-long-name-that-will-not-fit"
@@ -150,10 +146,6 @@ def test_a_cut_instance_name_keeps_its_number() -> None:
     assert second.endswith(".2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render._layout cuts the worker header line at 80 columns, dropping (running/desired)",
-)
 def test_a_cut_worker_line_keeps_its_running_over_desired_count() -> None:
     """A worker line too long for 80 columns shortens the name, not the count."""
     table = status_table(

@@ -677,10 +677,6 @@ def test_a_crash_of_an_instance_that_is_not_desired_is_ignored(tmp_path: Path) -
     assert web_2["restarts"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.Supervisor never learns an adopted instance's restart delay (assumes 0)",
-)
 def test_an_adopted_instance_armed_with_a_long_delay_is_respawned_at_once(
     tmp_path: Path,
 ) -> None:
@@ -785,10 +781,6 @@ def test_status_of_an_unknown_application_raises_spec_error(tmp_path: Path) -> N
     run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Supervisor.status only raises when no application matches, not an unknown worker",
-)
 @pytest.mark.parametrize("spec", ["myapp.nope", "myapp.web.9"])
 def test_status_of_an_unknown_worker_or_instance_raises_spec_error(
     tmp_path: Path, spec: str
