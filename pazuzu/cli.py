@@ -174,14 +174,18 @@ def log(ctx: Context, specs: tuple[str, ...], lines: int, follow: bool) -> None:
     except PazuzuError as error:
         fail(error)
     identifiers = source.get("journal_identifiers", [])
-    if not identifiers:
+    files = source.get("files", [])
+    if files:
+        argv = _tail_argv(files, lines, follow)
+    elif identifiers:
+        argv = ["journalctl", "--no-pager", "--quiet", "-o", "short-iso", "-n", str(lines)]
+        if follow:
+            argv.append("--follow")
+        if ctx.as_json:
+            argv[argv.index("short-iso")] = "json"
+        argv += [f"SYSLOG_IDENTIFIER={identifier}" for identifier in identifiers]
+    else:
         fail(PazuzuError("no instance matches", hint="see `pazuzu status` for what exists"))
-    argv = ["journalctl", "--no-pager", "--quiet", "-o", "short-iso", "-n", str(lines)]
-    if follow:
-        argv.append("--follow")
-    if ctx.as_json:
-        argv[argv.index("short-iso")] = "json"
-    argv += [f"SYSLOG_IDENTIFIER={identifier}" for identifier in identifiers]
     sys.stdout.flush()
     try:
         os.execvp(argv[0], argv)
@@ -233,3 +237,13 @@ def check(ctx: Context, config_path: Path) -> None:
         summary,
         f"{config_path}: OK ({len(config.applications)} applications, {workers} workers)",
     )
+
+
+def _tail_argv(files: list[str], lines: int, follow: bool) -> list[str]:
+    """tail(1) over the instances' log files; `-F` also waits for files not written yet."""
+    if follow:
+        return ["tail", "-n", str(lines), "-F", *files]
+    present = [path for path in files if os.path.exists(path)]
+    if not present:
+        fail(PazuzuError("no output yet", hint="the instances have not written anything"))
+    return ["tail", "-n", str(lines), *present]

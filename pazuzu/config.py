@@ -30,6 +30,7 @@ from pazuzu.model import (
     InstanceId,
     InstanceSpec,
     WorkerConfig,
+    WorkerLogsConfig,
 )
 from pazuzu.procfile import ENV_KEY_PATTERN, NAME_PATTERN, parse_dotenv, parse_procfile
 
@@ -42,7 +43,9 @@ _TOP_KEYS = (
     "socket_group",
     "socket_path",
     "state_path",
+    "worker_logs",
 )
+_WORKER_LOGS_KEYS = ("directory", "keep", "max_bytes")
 _CGROUPS_KEYS = ("fs_root", "hierarchy_root", "subsystems")
 _HIERARCHY_ROOT_ALIAS = "hiearchy_root"  # the original Pazuzu's spelling
 _APP_KEYS = ("environment", "group", "procfile", "stop_timeout", "user", "workers")
@@ -78,6 +81,7 @@ def load_config(path: Path) -> Config:
         socket_group=_field(fields, "socket_group", "", _account, None),
         state_path=_field(fields, "state_path", "", _file_path, DEFAULT_STATE_PATH),
         cgroups=_cgroups(fields.get("cgroups")),
+        worker_logs=_worker_logs(fields.get("worker_logs")),
         applications=_applications(fields),
     )
 
@@ -299,6 +303,23 @@ def _merge(base: _Node, over: _Node) -> _Node:
 
 
 # Sections
+
+
+def _worker_logs(node: _Node | None) -> WorkerLogsConfig:
+    fields = _mapping(node, "worker_logs", _WORKER_LOGS_KEYS)
+    default = WorkerLogsConfig()
+    return WorkerLogsConfig(
+        directory=_field(fields, "directory", "worker_logs", _file_path, default.directory),
+        max_bytes=_field(fields, "max_bytes", "worker_logs", _positive_int, default.max_bytes),
+        keep=_field(fields, "keep", "worker_logs", _positive_int, default.keep),
+    )
+
+
+def _positive_int(node: _Node, key: str) -> int:
+    value = node.value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise _fail(node, key, f"must be an integer >= 1, got {value!r}", "e.g. `5`")
+    return value
 
 
 def _cgroups(node: _Node | None) -> CgroupsConfig:

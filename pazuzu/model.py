@@ -86,6 +86,15 @@ class CgroupsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerLogsConfig:
+    """Where the libcgroup backend writes instance output (systemd uses the journal)."""
+
+    directory: Path = Path("/var/log/pazuzu")
+    max_bytes: int = 10 * 1024 * 1024  # per file, before it is rotated
+    keep: int = 5  # rotated files kept per instance
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """One Procfile line, with the configuration's overrides applied."""
 
@@ -122,6 +131,7 @@ class Config:
     socket_group: str | None = None
     state_path: Path = DEFAULT_STATE_PATH
     cgroups: CgroupsConfig = CgroupsConfig()
+    worker_logs: WorkerLogsConfig = WorkerLogsConfig()
     applications: tuple[AppConfig, ...] = ()
 
     def application(self, name: str) -> AppConfig | None:

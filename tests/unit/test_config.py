@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pazuzu.config import instance_spec, load_config
 from pazuzu.errors import ConfigError
-from pazuzu.model import AppConfig, CgroupsConfig, InstanceId, WorkerConfig
+from pazuzu.model import AppConfig, CgroupsConfig, InstanceId, WorkerConfig, WorkerLogsConfig
 
 
 def write(path: Path, text: str) -> Path:
@@ -538,3 +538,27 @@ def test_load_config_on_any_text_returns_config_or_raises_config_error(text: str
         path.write_text(text)
         with contextlib.suppress(ConfigError):
             load_config(path)
+
+
+def test_worker_logs_default_and_override(tmp_path: Path) -> None:
+    """`worker_logs` defaults to /var/log/pazuzu, 10 MiB, 5 files; relative paths resolve."""
+    (tmp_path / "Procfile").write_text("web: exec sleep 1\n")
+    config_path = tmp_path / "pazuzu.conf"
+    config_path.write_text(f"procfile: {tmp_path}\n")
+    assert load_config(config_path).worker_logs == WorkerLogsConfig()
+    config_path.write_text(f"procfile: {tmp_path}\nworker_logs:\n  directory: logs\n  keep: 2\n")
+    logs = load_config(config_path).worker_logs
+    assert logs.directory == tmp_path / "logs"
+    assert logs.keep == 2
+    assert logs.max_bytes == 10 * 1024 * 1024
+
+
+def test_worker_logs_rejects_a_zero_size(tmp_path: Path) -> None:
+    """`worker_logs.max_bytes: 0` is an error naming the key and line."""
+    (tmp_path / "Procfile").write_text("web: exec sleep 1\n")
+    config_path = tmp_path / "pazuzu.conf"
+    config_path.write_text(f"procfile: {tmp_path}\nworker_logs:\n  max_bytes: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_path)
+    assert "worker_logs.max_bytes" in str(caught.value)
+    assert ":3:" in str(caught.value)
