@@ -11,16 +11,45 @@ import signal
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from pazuzu.model import InstanceId
+from pazuzu.naming import parse_unit_name, unit_name
 from tests.integration.container import CHECKOUT, Container, wait_until
 
 UNIT_FILE = CHECKOUT / "units" / "pazuzud.service"
 SLICE_FILE = CHECKOUT / "units" / "pazuzu.slice"
 
 
+class Target(Protocol):
+    """What the backend-neutral scenarios need of a deployment, systemd or libcgroup."""
+
+    backend: str
+
+    def write_procfile(self, app: str, text: str, env: str | None = None) -> Path: ...
+    def write_config(self, body: str) -> None: ...
+    def app_dir(self, app: str) -> Path: ...
+    def read_file(self, path: Path) -> str: ...
+    def start_daemon(self, *, check: bool = True) -> int: ...
+    def daemon_pid(self) -> int: ...
+    def kill_daemon(self, sig: signal.Signals = signal.SIGKILL) -> None: ...
+    def stop_daemon(self) -> None: ...
+    def daemon_log(self) -> str: ...
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]: ...
+    def status(self, *specs: str) -> dict[str, Any]: ...
+    def running(self) -> set[str]: ...
+    def pid_of(self, instance: str) -> int: ...
+    def all_worker_pids(self) -> set[int]: ...
+    def pid_exists(self, pid: int) -> bool: ...
+    def cleanup(self) -> None: ...
+
+
 class Deployment:
     """One test's applications and daemon; `cleanup()` removes every trace of them."""
+
+    backend = "systemd"
 
     def __init__(self, container: Container) -> None:
         self.container = container
@@ -43,6 +72,12 @@ class Deployment:
         header = f"socket_path: {self.socket_path}\nstate_path: {self.state_path}\n"
         self.container.write_file(self.config_path, header + body)
 
+    def app_dir(self, app: str) -> Path:
+        return self.root / app
+
+    def read_file(self, path: Path) -> str:
+        return self.container.host_path(path).read_text()
+
     def install_service(self) -> None:
         self.container.write_file("/etc/systemd/system/pazuzud.service", UNIT_FILE.read_text())
         self.container.write_file("/etc/systemd/system/pazuzu.slice", SLICE_FILE.read_text())
@@ -56,9 +91,12 @@ class Deployment:
 
     # -- the daemon ------------------------------------------------------------------------
 
-    def start_daemon(self, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`systemctl start pazuzud`: returns once pazuzud sent READY=1 (Type=notify)."""
-        return self.sh("systemctl start pazuzud", check=check, timeout=60)
+    def start_daemon(self, *, check: bool = True) -> int:
+        """`systemctl start pazuzud`: returns 0 once pazuzud sent READY=1 (Type=notify)."""
+        return self.sh("systemctl start pazuzud", check=check, timeout=60).returncode
+
+    def stop_daemon(self) -> None:
+        self.sh("systemctl stop pazuzud", timeout=60)
 
     def daemon_pid(self) -> int:
         return int(self.sh("systemctl show -p MainPID --value pazuzud").stdout.strip())
@@ -76,7 +114,7 @@ class Deployment:
             message="pazuzud to exit",
         )
 
-    def journal_of_daemon(self) -> str:
+    def daemon_log(self) -> str:
         return self.sh("journalctl -u pazuzud --no-pager -o cat", check=False).stdout
 
     # -- the CLI ---------------------------------------------------------------------------
@@ -138,6 +176,18 @@ class Deployment:
         ).stdout
         return {int(pid) for pid in out.split()}
 
+    def running(self) -> set[str]:
+        """The instances whose unit is active and running, as `app.worker.n`."""
+        names = (parse_unit_name(unit) for unit in self.running_units())
+        return {str(instance) for instance in names if instance is not None}
+
+    def pid_of(self, instance: str) -> int:
+        app, worker, number = instance.rsplit(".", 2)
+        return self.main_pid(unit(app, worker, int(number)))
+
+    def pid_exists(self, pid: int) -> bool:
+        return self.container.pid_exists(pid)
+
     def wait_running(self, units: set[str], timeout: float = 30) -> None:
         wait_until(
             lambda: self.running_units() == units,
@@ -160,4 +210,4 @@ class Deployment:
 
 
 def unit(app: str, worker: str, number: int) -> str:
-    return f"pazuzu-{app}-{worker}@{number}.service"
+    return unit_name(InstanceId(app, worker, number))
