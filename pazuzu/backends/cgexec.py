@@ -13,12 +13,15 @@ For hosts without systemd. It gives the daemon the contract the systemd backend 
 - the main process is watched with a pidfd (no polling); when it ends the rest of its cgroup is
   stopped (systemd's KillMode=control-group), the daemon is told, and the instance is respawned
   `restart_delay` later (systemd's Restart=always + RestartSec);
-- output goes to runit's `svlogd`, one per run, in the child cgroup `<n>/log`: a small C
-  process that keeps writing (and rotating) while the daemon is down, and exits by itself once
-  every process of the instance has closed the pipe.
+- output goes to runit's `svlogd` (size-bounded, rotated files), one per instance, in the child
+  cgroup `<n>/log`, reading a named pipe in `run_dir` that it also holds open for writing: it
+  outlives each run and the daemon, so a crash's last words and everything written while the
+  daemon is down are kept, and a respawn does not wait for a logger. A stop lets it read what is
+  left in the pipe, then stops it (svlogd flushes on SIGTERM).
 
 Per-instance metadata (the spec, fingerprint, main pid and its start time, restarts, last exit)
-is kept in `run_dir/<app>/<worker>/<n>.json`, mode 0600 since it holds the environment.
+is kept in `run_dir/<app>/<worker>/<n>.json`, mode 0600 since it holds the environment; the
+logger's pipe is `<n>.fifo` beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import enum
 import errno
+import fcntl
 import grp
 import json
 import logging
@@ -36,8 +40,10 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import termios
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +72,7 @@ _METADATA_VERSION = 1
 # Bounds on the waits of a stop or a respawn; none of them runs while idle.
 _FREEZE_WAIT = 0.5  # until the freezer says FROZEN
 _KILL_WAIT = 5.0  # after SIGKILL, until the cgroup is empty
-_LOGGER_WAIT = 5.0  # until the logger has drained the pipe and exited on end-of-file
+_LOGGER_WAIT = 2.0  # at a stop, until the logger has read what is left in its FIFO
 _ENTER_WAIT = 2.0  # until a new process has moved itself into its cgroups
 
 
@@ -295,6 +301,10 @@ class CgexecBackend:
         """svlogd's directory of an instance: `current`, rotated `@….s` files, `config`."""
         return self._log_dir / instance.app / instance.dyno
 
+    def fifo_path(self, instance: InstanceId) -> Path:
+        """The named pipe from an instance's processes to its logger."""
+        return self._run_dir / instance.app / instance.worker / f"{instance.number}.fifo"
+
     def metadata_path(self, instance: InstanceId) -> Path:
         return self._run_dir / instance.app / instance.worker / f"{instance.number}.json"
 
@@ -336,6 +346,8 @@ class CgexecBackend:
                 await self._launch(record)
             except BaseException:
                 self._instances.pop(spec.id, None)
+                if record.main_pid is None:  # nothing runs: leave nothing behind
+                    await self._discard(spec.id, record)
                 raise
         log.info("started %s (pid %s)", spec.id, record.main_pid)
 
@@ -357,61 +369,44 @@ class CgexecBackend:
                 self._on_change(instance)
             try:
                 await self._terminate(rel, timeout, str(instance))
-                await self._drain_logger(rel, str(instance))
             finally:
                 if record is not None:
                     _reap(record.child)
-                    _reap(record.logger)
                     self._instances.pop(instance, None)
-                await self._remove_cgroups(rel)
-                self._remove_metadata(instance)
+                await self._discard(instance, record)
         log.info("stopped %s", instance)
         self._on_change(instance)
 
     # -- running an instance ---------------------------------------------------------------
 
     async def _launch(self, record: _Instance) -> None:
-        """Start one run of an instance: its logger, then its main process."""
+        """Start one run of an instance: its logger if it has none running, then its command."""
         spec = record.spec
         assert spec is not None
         credentials = self._credentials(spec)
         rel = self.cgroup_path(spec.id)
         await self._ensure_cgroups(rel)
-        log_dir = self._prepare_log_dir(spec.id)
         environment = dict(spec.environment)
         environment.setdefault("PATH", SANE_PATH)
-        read_end, write_end = os.pipe()
+        output = await self._open_log_pipe(record)
         try:
-            logger = subprocess.Popen(
-                [*self._enter(f"{rel}/{LOG_CGROUP}"), *self._logger_argv(log_dir)],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd="/",
-                env={"PATH": SANE_PATH},
+            child = subprocess.Popen(
+                [*self._enter(rel), *credentials, "/bin/sh", "-c", spec.command_line],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                cwd=spec.directory,
+                env=environment,
                 start_new_session=True,
             )
-            try:
-                child = subprocess.Popen(
-                    [*self._enter(rel), *credentials, "/bin/sh", "-c", spec.command_line],
-                    stdin=subprocess.DEVNULL,
-                    stdout=write_end,
-                    stderr=write_end,
-                    cwd=spec.directory,
-                    env=environment,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                # The logger sees end-of-file once our ends are closed, and exits.
-                record.logger = logger
-                raise BackendError(
-                    f"cannot start {spec.id}: {exc}",
-                    hint=f"check that {spec.directory} exists and is a directory",
-                ) from exc
+        except OSError as exc:
+            raise BackendError(
+                f"cannot start {spec.id}: {exc}",
+                hint=f"check that {spec.directory} exists and is a directory",
+            ) from exc
         finally:
-            os.close(read_end)
-            os.close(write_end)
-        record.child, record.logger = child, logger
+            os.close(output)
+        record.child = child
         record.main_pid = child.pid
         record.main_start = _start_ticks(child.pid)
         record.started_at = time.time()
@@ -420,6 +415,49 @@ class CgexecBackend:
         self._save_metadata(record)
         self._watch(record)
         await self._await_entered(record, rel)
+
+    async def _open_log_pipe(self, record: _Instance) -> int:
+        """A write end of the instance's log FIFO, starting its logger when none reads it.
+
+        The logger outlives each run (and the daemon): it holds the FIFO open for writing
+        itself, so it never sees end-of-file between runs, and a crash's last words reach it.
+        """
+        fifo = self.fifo_path(record.id)
+        for _attempt in range(2):
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fifo.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.mkfifo(fifo, 0o600)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no reader, i.e. no logger
+                    raise BackendError(f"cannot open {fifo} for {record.id}: {exc}") from exc
+            else:
+                os.set_blocking(fd, True)  # workers expect a blocking stdout
+                return fd
+            await self._start_logger(record, fifo)
+        raise BackendError(f"the logger of {record.id} does not read {fifo}")
+
+    async def _start_logger(self, record: _Instance, fifo: Path) -> None:
+        logger_rel = f"{self.cgroup_path(record.id)}/{LOG_CGROUP}"
+        log_dir = self._prepare_log_dir(record.id)
+        _reap(record.logger)
+        stdin = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            record.logger = subprocess.Popen(
+                [*self._enter(logger_rel), *self._logger_argv(log_dir)],
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                env={"PATH": SANE_PATH},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BackendError(f"cannot start the logger of {record.id}: {exc}") from exc
+        finally:
+            os.close(stdin)
+        await self._await_pid_entered(record.logger.pid, logger_rel, lambda: True)
 
     def _logger_argv(self, log_dir: Path) -> list[str]:
         # -tt: a sortable UTC timestamp per line; -b: fewer reads when a worker floods.
@@ -467,22 +505,30 @@ class CgexecBackend:
     async def _await_entered(self, record: _Instance, rel: str) -> None:
         """Wait until the new main process is in its cgroups, so callers see it there."""
         pid = record.main_pid
+        assert pid is not None
+
+        def current() -> bool:
+            return record.phase is _Phase.RUNNING and record.main_pid == pid
+
+        await self._await_pid_entered(pid, rel, current)
+
+    async def _await_pid_entered(self, pid: int, rel: str, current: Callable[[], bool]) -> None:
+        """Wait (bounded) until `pid` moved itself into cgroup `rel` of every hierarchy."""
         wanted = len(self._require_layout().hierarchies)
         suffix = f":/{rel}"
         deadline = time.monotonic() + _ENTER_WAIT
         delay = 0.001
-        while time.monotonic() < deadline:
-            if record.phase is not _Phase.RUNNING or record.main_pid != pid:
-                return  # it already ended: its watcher took over
+        while time.monotonic() < deadline and current():
             try:
                 lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
             except OSError:
-                return  # it already ended: its watcher takes over
+                return  # it already ended
             if sum(1 for line in lines if line.endswith(suffix)) >= wanted:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-        log.warning("%s: pid %s did not join its cgroups within %.0f s", rel, pid, _ENTER_WAIT)
+        if current():
+            log.warning("pid %d did not join the cgroup %s within %.0f s", pid, rel, _ENTER_WAIT)
 
     # -- watching ------------------------------------------------------------------------
 
@@ -519,17 +565,14 @@ class CgexecBackend:
         timeout = record.spec.stop_timeout if record.spec else 10.0
         rel = self.cgroup_path(instance)
         await self._terminate(rel, timeout, str(instance))
-        await self._drain_logger(rel, str(instance))
         _reap(record.child)
-        _reap(record.logger)
-        record.child = record.logger = None
+        record.child = None
         record.last_exit = ended
         record.main_pid = record.main_start = None
         if record.spec is None:
             log.info("%s (adopted, no metadata) exited (%s); not respawned", instance, ended)
             self._instances.pop(instance, None)
-            await self._remove_cgroups(rel)
-            self._remove_metadata(instance)
+            await self._discard(record.id, record)
             self._on_exit(RunEnded(instance, ended, run_seconds))
             self._on_change(instance)
             return
@@ -553,9 +596,8 @@ class CgexecBackend:
         except Exception as exc:
             # Nothing runs; forget it, so the daemon's next reconcile starts it again.
             log.error("could not respawn %s: %s", instance, exc)
-            _reap(record.logger)
             self._instances.pop(instance, None)
-            self._remove_metadata(instance)
+            await self._discard(instance, record)
         else:
             log.info("respawned %s (pid %s)", instance, record.main_pid)
         finally:
@@ -585,9 +627,7 @@ class CgexecBackend:
         saved = self._load_metadata(instance)
         if not members:
             log.info("%s ended while no pazuzud watched it; cleaning up", instance)
-            await self._drain_logger(rel, str(instance))
-            await self._remove_cgroups(rel)
-            self._remove_metadata(instance)
+            await self._discard(instance, None)
             return
         record = saved or _Instance(id=instance, spec=None)
         trusted = (
@@ -854,12 +894,32 @@ class CgexecBackend:
                 return
         log.error("%s: processes survive SIGKILL in %s: %s", name, rel, sorted(self._members(rel)))
 
-    async def _drain_logger(self, rel: str, name: str) -> None:
-        """Let the logger of `rel` write what is left and exit; kill it if it does not."""
-        logger_rel = f"{rel}/{LOG_CGROUP}"
-        if not await self._wait_empty(logger_rel, _LOGGER_WAIT):
-            log.warning("%s: its logger did not exit on end-of-file; stopping it", name)
-            await self._terminate(logger_rel, 1.0, f"{name} logger")
+    async def _discard(self, instance: InstanceId, record: _Instance | None) -> None:
+        """After its last run: stop the logger, remove cgroups, FIFO and metadata."""
+        await self._stop_logger(instance)
+        if record is not None:
+            _reap(record.logger)
+            record.logger = None
+        await self._remove_cgroups(self.cgroup_path(instance))
+        with contextlib.suppress(FileNotFoundError):
+            self.fifo_path(instance).unlink()
+        self._remove_metadata(instance)
+
+    async def _stop_logger(self, instance: InstanceId) -> None:
+        """Let the logger read what is left in its FIFO, then stop it (it flushes on SIGTERM)."""
+        logger_rel = f"{self.cgroup_path(instance)}/{LOG_CGROUP}"
+        if not self._members(logger_rel):
+            return
+        deadline = time.monotonic() + _LOGGER_WAIT
+        with contextlib.suppress(OSError):
+            # A reader of our own, only to ask how much is still unread.
+            probe = os.open(self.fifo_path(instance), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                while _unread(probe) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
+            finally:
+                os.close(probe)
+        await self._terminate(logger_rel, 2.0, f"{instance} logger")
 
     async def _wait_empty(self, rel: str, timeout: float) -> bool:
         """Wait until cgroup `rel` has no process, woken by the pidfds of its members."""
@@ -947,6 +1007,12 @@ def _exit_of(child: subprocess.Popen[bytes] | None) -> Exit:
     if code is None:
         return Exit()
     return Exit(signal=-code) if code < 0 else Exit(status=code)
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in the pipe behind `fd`."""
+    result = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(result, sys.byteorder, signed=True)
 
 
 def _reap(child: subprocess.Popen[bytes] | None) -> None:
