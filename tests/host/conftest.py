@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -124,15 +125,36 @@ class Host:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             killed |= pids
-            for pid in killed:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
+            _reap_orphans()  # the test's backends are closed: no one else waits for these
             for path in sorted(cgroups, key=lambda p: -len(p.parts)):
                 with contextlib.suppress(OSError):
                     path.rmdir()
             time.sleep(0.01)
+        _reap_orphans()
         left = self.hierarchy_dirs()
         assert not left, f"could not remove the test's cgroups: {left}"
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _reap_orphans() -> None:
+    """Reap every exited child, orphans of the workers included (see `subreaper`)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subreaper() -> Iterator[None]:
+    """Adopt the orphans of double-forking workers, so their zombies do not pile up here.
+
+    This host's PID 1 never reaps: without this each test run would leave zombies behind.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    _reap_orphans()
 
 
 def _procs(path: Path) -> set[int]:

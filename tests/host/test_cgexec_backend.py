@@ -141,8 +141,10 @@ def test_sigkill_of_the_main_process_is_reported_and_respawned_at_once(host: Hos
         await backend.start(host.spec("echo run; sleep 1000"), restart_delay=0.0)
         first = await observed_pid(backend)
         logger = procs(instance_dirs(backend)[0] / LOG_CGROUP)
-        leftover = procs(instance_dirs(backend)[0]) - {first}
-        assert leftover, "the shell's child is in the cgroup too"
+        leftover = await wait_for(
+            lambda: procs(instance_dirs(backend)[0]) - {first},
+            what="the shell's child in the cgroup too",
+        )
         killed_at = time.monotonic()
         os.kill(first, signal.SIGKILL)
 
