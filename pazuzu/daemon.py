@@ -554,12 +554,41 @@ def choose_backend(name: str, config: Config) -> Backend:
             raise PazuzuError(
                 "--backend systemd: this host was not booted with systemd (/run/systemd/system "
                 "is missing)",
-                hint="use --backend cgexec on hosts without systemd",
+                hint="use --backend cgexec (libcgroup) on hosts without systemd",
             )
-    raise PazuzuError(
-        "this host has no systemd, and the libcgroup (cgexec) backend is not available yet",
-        hint="run pazuzud on a host booted with systemd",
+    from pazuzu.backends import cgexec
+
+    problem = cgexec.is_available(config.cgroups)
+    if problem is not None:
+        where = "this host has no systemd, and " if name == "auto" else ""
+        raise PazuzuError(f"{where}the libcgroup backend cannot run: {problem}")
+    logs = config.worker_logs
+    return cgexec.CgexecBackend(
+        config.cgroups,
+        log_dir=logs.directory,
+        run_dir=Path("/run") / config.cgroups.hierarchy_root,
+        log_max_bytes=logs.max_bytes,
+        log_keep=logs.keep,
     )
+
+
+def daemonize(pid_path: Path | None) -> None:
+    """Detach from the terminal the classic way: fork, setsid, fork; write the pid file."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    if pid_path is not None:
+        pid_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = pid_path.with_name(f".{pid_path.name}.{os.getpid()}")
+        temporary.write_text(f"{os.getpid()}\n")
+        temporary.replace(pid_path)
 
 
 def _setup_logging(config: Config, debug: bool) -> None:
@@ -597,15 +626,36 @@ def _setup_logging(config: Config, debug: bool) -> None:
     help="Where instances run: systemd units, or libcgroup cgroups.",
 )
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), help="Control socket.")
+@click.option(
+    "-d", "--daemon", "detach", is_flag=True, help="Detach into the background (no systemd)."
+)
+@click.option(
+    "-p",
+    "--pid",
+    "pid_path",
+    type=click.Path(path_type=Path),
+    help="With --daemon: write the daemon's pid to this file.",
+)
 @click.option("--debug", is_flag=True, help="Verbose logging, tracebacks included.")
 @click.version_option(__version__, prog_name="pazuzud")
-def main(config_path: Path, backend: str, socket_path: Path | None, debug: bool) -> None:
+def main(  # noqa: PLR0917 -- click passes every option as a parameter
+    config_path: Path,
+    backend: str,
+    socket_path: Path | None,
+    detach: bool,
+    pid_path: Path | None,
+    debug: bool,
+) -> None:
     """Supervise the applications of a pazuzu configuration."""
     try:
-        config = load_config(config_path)
-        _setup_logging(config, debug)
+        config = load_config(config_path.absolute())
+        if detach and config.log_path is None:
+            config = replace(config, log_path="syslog")  # stderr is gone once detached
         chosen = choose_backend(backend, config)
-        supervisor = Supervisor(config_path, config, chosen)
+        if detach:
+            daemonize(pid_path.absolute() if pid_path else None)
+        _setup_logging(config, debug)
+        supervisor = Supervisor(config_path.absolute(), config, chosen)
         asyncio.run(supervisor.run(socket_path or config.socket_path))
     except PazuzuError as error:
         click.echo(f"pazuzud: {error}", err=True)
