@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -334,32 +335,35 @@ def test_invalid_config_at_start_up_touches_no_worker(deployment: Target) -> Non
 
 def test_log_shows_worker_output_also_after_a_daemon_restart(deployment: Target) -> None:
     """`pazuzu log` shows a worker's lines, per instance, before and after a daemon restart."""
+    marker = f"marker-{uuid.uuid4().hex[:8]}"
     shop(
         deployment,
-        procfile="web: echo marker-$DYNO; exec sleep 1000\nqueue: exec sleep 1000\n",
+        procfile=f"web: echo {marker}-$DYNO; exec sleep 1000\nqueue: exec sleep 1000\n",
     )
     deployment.start_daemon()
     wait_until(
-        lambda: "marker-web.2" in deployment.cli("log", "shop.web", "-n", "20").stdout,
+        lambda: f"{marker}-web.2" in deployment.cli("log", "shop.web", "-n", "20").stdout,
         timeout=10,
         message="web.2's output in `pazuzu log`",
     )
     only_one = deployment.cli("log", "shop.web.1", "-n", "20").stdout
-    assert "marker-web.1" in only_one
-    assert "marker-web.2" not in only_one
+    assert f"{marker}-web.1" in only_one
+    assert f"{marker}-web.2" not in only_one
     deployment.kill_daemon()
     deployment.start_daemon()
-    assert "marker-web.2" in deployment.cli("log", "shop", "-n", "50").stdout
+    assert f"{marker}-web.2" in deployment.cli("log", "shop", "-n", "50").stdout
 
 
 def test_crash_loop_backs_off_and_is_never_parked(deployment: Target) -> None:
     """A worker that exits at once is retried with growing delays, not 60 times a second."""
-    deployment.write_procfile("loop", "boom: echo boom; exit 3\n")
+    # The journal is shared by the tests in one container: count this test's lines only.
+    marker = f"boom-{uuid.uuid4().hex[:8]}"
+    deployment.write_procfile("loop", f"boom: echo {marker}; exit 3\n")
     deployment.write_config(f"applications:\n  loop:\n    procfile: {deployment.app_dir('loop')}\n")
     deployment.start_daemon()
 
     def attempts() -> int:
-        return deployment.cli("log", "loop", "-n", "1000", check=False).stdout.count("boom")
+        return deployment.cli("log", "loop", "-n", "1000", check=False).stdout.count(marker)
 
     wait_until(lambda: attempts() >= 4, timeout=20, message="a few attempts")
     instance = deployment.status("loop")["applications"][0]["workers"][0]["instances"][0]

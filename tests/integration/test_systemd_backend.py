@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -77,7 +78,8 @@ def test_crash_loop_goes_on_at_a_bounded_pace_while_the_daemon_is_down(
     deployment: Deployment,
 ) -> None:
     """systemd keeps retrying a crash-looping instance on its backoff delay without pazuzud."""
-    deployment.write_procfile("loop", "boom: echo boom; exit 3\n")
+    marker = f"boom-{uuid.uuid4().hex[:8]}"  # the journal is shared by the tests
+    deployment.write_procfile("loop", f"boom: echo {marker}; exit 3\n")
     deployment.write_config(f"applications:\n  loop:\n    procfile: {deployment.root / 'loop'}\n")
     deployment.start_daemon()
     boom = unit("loop", "boom", 1)
@@ -86,7 +88,7 @@ def test_crash_loop_goes_on_at_a_bounded_pace_while_the_daemon_is_down(
         out = deployment.sh(
             "journalctl --no-pager -o cat SYSLOG_IDENTIFIER=loop.boom.1", check=False
         ).stdout
-        return out.count("boom")
+        return out.count(marker)
 
     # Wait until systemd itself holds the unit between two tries, then take pazuzud away.
     wait_until(
