@@ -7,6 +7,7 @@ polls while idle. Exiting never stops a worker: only `pazuzu stop` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -16,7 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -48,11 +49,13 @@ WorkerKey = tuple[str, str]
 class Supervisor:
     """Holds the configuration and formation; turns requests and events into backend actions."""
 
-    def __init__(self, config_path: Path, config: Config, backend: Backend) -> None:
+    def __init__(
+        self, config_path: Path, config: Config, backend: Backend, ready_fd: int | None = None
+    ) -> None:
         self.config_path = config_path
         self.config = config
         self.backend = backend
-        self.notifier = Notifier()
+        self.notifier = Notifier(ready_fd)
         self.formation: dict[WorkerKey, WorkerFormation] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -572,10 +575,18 @@ def choose_backend(name: str, config: Config) -> Backend:
     )
 
 
-def daemonize(pid_path: Path | None) -> None:
-    """Detach from the terminal the classic way: fork, setsid, fork; write the pid file."""
+def daemonize(pid_path: Path | None) -> int:
+    """Detach the classic way (fork, setsid, fork) and write the pid file.
+
+    The process that was started stays until the daemon is ready, then exits 0 — or prints
+    the daemon's error and exits 1 — so that an init script knows how the start went. Returns
+    the pipe on which the daemon says so (see Notifier).
+    """
+    read_end, write_end = os.pipe()
     if os.fork() > 0:
-        os._exit(0)
+        os.close(write_end)
+        _report_start(read_end)
+    os.close(read_end)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -589,6 +600,23 @@ def daemonize(pid_path: Path | None) -> None:
         temporary = pid_path.with_name(f".{pid_path.name}.{os.getpid()}")
         temporary.write_text(f"{os.getpid()}\n")
         temporary.replace(pid_path)
+    return write_end
+
+
+def _report_start(read_end: int) -> NoReturn:
+    message = b""
+    while chunk := os.read(read_end, 65536):
+        message += chunk
+    if message.startswith(b"READY"):
+        os._exit(0)
+    sys.stderr.write(message.decode(errors="replace") or "pazuzud: exited before it was ready\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _detached_log_path() -> str:
+    """Where a detached daemon logs when log_path is not set: syslog if there is one."""
+    return "syslog" if Path("/dev/log").exists() else "/var/log/pazuzud.log"
 
 
 def _setup_logging(config: Config, debug: bool) -> None:
@@ -647,20 +675,29 @@ def main(  # noqa: PLR0917 -- click passes every option as a parameter
     debug: bool,
 ) -> None:
     """Supervise the applications of a pazuzu configuration."""
+    ready_fd: int | None = None
     try:
         config = load_config(config_path.absolute())
         if detach and config.log_path is None:
-            config = replace(config, log_path="syslog")  # stderr is gone once detached
+            config = replace(config, log_path=_detached_log_path())  # stderr is gone
         chosen = choose_backend(backend, config)
         if detach:
-            daemonize(pid_path.absolute() if pid_path else None)
+            ready_fd = daemonize(pid_path.absolute() if pid_path else None)
         _setup_logging(config, debug)
-        supervisor = Supervisor(config_path.absolute(), config, chosen)
+        supervisor = Supervisor(config_path.absolute(), config, chosen, ready_fd)
         asyncio.run(supervisor.run(socket_path or config.socket_path))
     except PazuzuError as error:
-        click.echo(f"pazuzud: {error}", err=True)
-        if error.hint:
-            click.echo(f"hint: {error.hint}", err=True)
+        text = f"pazuzud: {error}\n" + (f"hint: {error.hint}\n" if error.hint else "")
+        if ready_fd is not None:
+            logging.getLogger("pazuzud").error("%s", error)
+            _write_quietly(ready_fd, text.encode())
+        click.echo(text, err=True, nl=False)
         if debug:
             raise
         sys.exit(1)
+
+
+def _write_quietly(fd: int, data: bytes) -> None:
+    """Tell the waiting parent why we failed; it may be gone already."""
+    with contextlib.suppress(OSError):
+        os.write(fd, data)

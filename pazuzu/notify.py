@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 class Notifier:
     """Talks to whatever supervises pazuzud through $NOTIFY_SOCKET; silent when it is unset."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready_fd: int | None = None) -> None:
+        # With --daemon, the process that started us waits on this pipe for readiness.
+        self._ready_fd = ready_fd
         self._socket_path = os.environ.get("NOTIFY_SOCKET")
         self._notifier = None
         if self._socket_path:
@@ -36,6 +38,10 @@ class Notifier:
 
     def send(self, **fields: str) -> None:
         """Send `KEY=value` lines, e.g. send(READY="1", STATUS="3 instances running")."""
+        if fields.get("READY") == "1" and self._ready_fd is not None:
+            os.write(self._ready_fd, b"READY\n")
+            os.close(self._ready_fd)
+            self._ready_fd = None
         if self._notifier is None:
             return
         message = "\n".join(f"{key}={value}" for key, value in fields.items())

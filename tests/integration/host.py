@@ -137,6 +137,10 @@ class HostDeployment:
                 return int(pid)
         return None
 
+    def adopt_reaper(self, reaper: subprocess.Popen[bytes]) -> None:
+        """Clean up this reaper (and the pazuzud under it) with the deployment."""
+        self._reapers.append(reaper)
+
     def daemon_pid(self) -> int:
         for reaper in reversed(self._reapers):
             pid = self._daemon_pid_of(reaper)
