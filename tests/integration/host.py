@@ -67,6 +67,7 @@ class HostDeployment:
     def write_config(self, body: str) -> None:
         header = (
             f"socket_path: {self.socket_path}\nstate_path: {self.state_path}\n"
+            f"log_path: {self._daemon_log}\n"
             f"cgroups:\n  hierarchy_root: {self.hierarchy}\n"
             f"worker_logs:\n  directory: {self.log_dir}\n"
         )
