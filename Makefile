@@ -20,11 +20,11 @@ format:
 	$(VENV)/ruff format .
 
 unit:
-	$(VENV)/python -m pytest -q -m "not systemd"
+	$(VENV)/python -m pytest -q tests/unit
 
 # Boots a systemd-nspawn container; needs root.
 integration:
-	$(VENV)/python -m pytest -q -ra -m systemd
+	$(VENV)/python -m pytest -q -ra -m "systemd or cgexec" tests/integration tests/host
 
 run:
 	$(VENV)/pazuzud -c contrib/pazuzu.conf
