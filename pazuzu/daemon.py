@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import click
 
 from pazuzu import __version__, policy, protocol
-from pazuzu.backends import Backend, RunEnded
+from pazuzu.backends import Backend, RunEnded, systemd_booted
 from pazuzu.config import load_config
 from pazuzu.errors import PazuzuError, SpecError
 from pazuzu.model import (
@@ -548,17 +548,23 @@ def _names(matched: dict[WorkerKey, frozenset[int]]) -> list[str]:
 
 def choose_backend(name: str, config: Config) -> Backend:
     """The backend asked for; `auto` takes systemd when the host was booted with it."""
-    if name in ("auto", "systemd"):
-        from pazuzu.backends import systemd
-
-        if systemd.is_available():
-            return systemd.SystemdBackend(prefix=config.cgroups.hierarchy_root)
-        if name == "systemd":
+    if name in ("auto", "systemd") and systemd_booted():
+        # Imported only here: the libcgroup path must work without pystemd installed.
+        try:
+            from pazuzu.backends import systemd
+        except ImportError as exc:
             raise PazuzuError(
-                "--backend systemd: this host was not booted with systemd (/run/systemd/system "
-                "is missing)",
-                hint="use --backend cgexec (libcgroup) on hosts without systemd",
-            )
+                f"this host runs systemd, but pystemd cannot be imported: {exc}",
+                hint="install pystemd (pip install pystemd; it needs libsystemd-dev and "
+                "pkg-config), or use --backend cgexec",
+            ) from exc
+        return systemd.SystemdBackend(prefix=config.cgroups.hierarchy_root)
+    if name == "systemd":
+        raise PazuzuError(
+            "--backend systemd: this host was not booted with systemd (/run/systemd/system "
+            "is missing)",
+            hint="use --backend cgexec (libcgroup) on hosts without systemd",
+        )
     from pazuzu.backends import cgexec
 
     problem = cgexec.is_available(config.cgroups)

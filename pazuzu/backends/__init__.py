@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from pazuzu.model import Exit, InstanceId, InstanceSpec, ObservedInstance
@@ -24,6 +25,11 @@ class LogSource:
 
     journal_identifiers: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+
+
+def systemd_booted() -> bool:
+    """Whether this host was booted with systemd (sd_booted(3)'s test); imports nothing."""
+    return Path("/run/systemd/system").is_dir()
 
 
 ChangeCallback = Callable[[InstanceId], None]

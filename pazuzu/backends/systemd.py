@@ -16,7 +16,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pystemd.dbuslib import DBus, apply_signature, path_decode
@@ -48,11 +47,6 @@ _FINGERPRINT = re.compile(r"\[([0-9a-f]{12})\]$")
 
 # Errors after which a fresh connection is worth one more try (the bus daemon drops idle ones).
 _RECONNECT_ERRNOS = {errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE, errno.EBADF}
-
-
-def is_available() -> bool:
-    """Whether this host was booted with systemd (sd_booted(3)'s test)."""
-    return Path("/run/systemd/system").is_dir()
 
 
 class SystemdBackend:

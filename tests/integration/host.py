@@ -81,13 +81,25 @@ class HostDeployment:
 
     # -- the daemon ------------------------------------------------------------------------
 
-    def start_daemon(self, *, check: bool = True, timeout: float = 60) -> int:
+    def start_daemon(
+        self,
+        *,
+        check: bool = True,
+        timeout: float = 60,
+        backend: str = "cgexec",
+        env: dict[str, str] | None = None,
+    ) -> int:
         """Start pazuzud and wait for READY=1; returns 0, or its exit status if it died first."""
         notify_path = self.root / f"notify-{uuid.uuid4().hex[:6]}"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(notify_path))
             notify.settimeout(0.2)
-            env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
+            env = {
+                **os.environ,
+                "NOTIFY_SOCKET": str(notify_path),
+                "PYTHONUNBUFFERED": "1",
+                **(env or {}),
+            }
             status_file = self.root / f"exit-{uuid.uuid4().hex[:6]}"
             with self._daemon_log.open("ab") as log:
                 reaper = subprocess.Popen(
@@ -100,7 +112,7 @@ class HostDeployment:
                         "-c",
                         str(self.config_path),
                         "--backend",
-                        "cgexec",
+                        backend,
                     ],
                     cwd=CHECKOUT,
                     env=env,

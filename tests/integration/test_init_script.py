@@ -1,4 +1,4 @@
-"""contrib/init.d/pazuzud on a host without systemd: start, status, reload, stop, start again."""
+"""A host without systemd: contrib/init.d/pazuzud, and `--backend auto` choosing libcgroup."""
 
 from __future__ import annotations
 
@@ -118,3 +118,18 @@ def test_init_script_start_reports_a_broken_configuration(host: HostDeployment) 
     assert result.returncode == 1
     assert "Procfile:1" in result.stdout
     assert not init.pidfile.exists()
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").exists(), reason="this host runs systemd")
+def test_auto_picks_libcgroup_without_systemd_and_needs_no_pystemd(
+    host: HostDeployment, tmp_path: Path
+) -> None:
+    """`--backend auto` on a host not booted with systemd runs libcgroup, pystemd unimportable."""
+    blocker = tmp_path / "pystemd"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('pystemd hidden for this test')\n")
+    host.write_procfile("shop", "web: exec sleep 1000\n")
+    host.write_config(f"applications:\n  shop:\n    procfile: {host.app_dir('shop')}\n")
+    host.start_daemon(backend="auto", env={"PYTHONPATH": str(tmp_path)})
+    assert host.running() == {"shop.web.1"}
+    assert host.status()["daemon"]["backend"] == "cgexec"
