@@ -204,7 +204,8 @@ class Deployment:
         self.sh("systemctl reset-failed", check=False)
         self.sh(
             "rm -rf /etc/systemd/system/pazuzud.service /etc/systemd/system/pazuzud.service.d "
-            f"/etc/systemd/system/pazuzu.slice {self.root} && systemctl daemon-reload",
+            f"/etc/systemd/system/pazuzu.slice {self.root} {self.state_path} "
+            "&& systemctl daemon-reload",
             check=False,
         )
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.integration.container import Container, wait_until
+from tests.integration.container import CHECKOUT, Container, wait_until
 from tests.integration.deployment import Deployment, unit
 
 pytestmark = pytest.mark.systemd
@@ -157,3 +158,34 @@ def test_a_second_daemon_on_the_same_socket_refuses_to_start(deployment: Deploym
     assert "another pazuzud already listens" in result.stderr
     assert deployment.all_worker_pids() == before
     assert deployment.cli("status").returncode == 0
+
+
+def test_the_example_application_runs_as_the_readme_says(systemd_container: Container) -> None:
+    """contrib/pazuzu.conf under pazuzud.service: web serves its PORT, queue and ticker log."""
+    deployment = Deployment(systemd_container)
+    deployment.config_path = CHECKOUT / "contrib" / "pazuzu.conf"
+    deployment.socket_path = Path("/run/pazuzud.socket")
+    deployment.state_path = Path("/var/lib/pazuzu/state.json")
+    deployment.install_service()
+    try:
+        deployment.start_daemon()
+        expected = {"example.web.1", "example.web.2", "example.queue.1", "example.ticker.1"}
+        assert deployment.running() == expected
+        fetch = (
+            "import urllib.request; "
+            "print(urllib.request.urlopen('http://127.0.0.1:5001/Procfile').read().decode())"
+        )
+        page = wait_until(
+            lambda: deployment.sh(f'python3 -c "{fetch}"', check=False).stdout,
+            timeout=10,
+            message="web.2 to serve on PORT 5001",
+        )
+        assert "queue: exec python3 -u consumer.py" in page
+        wait_until(
+            lambda: "processed job" in deployment.cli("log", "example.queue", "-n", "5").stdout,
+            timeout=10,
+            message="the queue's output",
+        )
+        assert "from ticker.1" in deployment.cli("log", "example.ticker", "-n", "5").stdout
+    finally:
+        deployment.cleanup()
