@@ -83,7 +83,8 @@ class Deployment:
         self.container.write_file("/etc/systemd/system/pazuzu.slice", SLICE_FILE.read_text())
         self.container.write_file(
             "/etc/systemd/system/pazuzud.service.d/test.conf",
-            "[Service]\nExecStart=\n"
+            # The chaos test restarts pazuzud faster than the default start limit allows.
+            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=\n"
             f"ExecStart={self.container.venv_bin}/pazuzud -c {self.config_path}\n"
             "Restart=no\n",
         )

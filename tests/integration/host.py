@@ -90,6 +90,7 @@ class HostDeployment:
         env: dict[str, str] | None = None,
     ) -> int:
         """Start pazuzud and wait for READY=1; returns 0, or its exit status if it died first."""
+        self._prune_reapers()
         notify_path = self.root / f"notify-{uuid.uuid4().hex[:6]}"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(notify_path))
@@ -149,6 +150,18 @@ class HostDeployment:
             if b"pazuzud" in cmdline:
                 return int(pid)
         return None
+
+    def _prune_reapers(self) -> None:
+        """End reapers with nothing left to reap: their daemon and its orphans are gone."""
+        for reaper in list(self._reapers):
+            try:
+                children = Path(f"/proc/{reaper.pid}/task/{reaper.pid}/children").read_text()
+            except OSError:
+                children = ""
+            if not children.split():
+                reaper.terminate()
+                reaper.wait(timeout=10)
+                self._reapers.remove(reaper)
 
     def adopt_reaper(self, reaper: subprocess.Popen[bytes]) -> None:
         """Clean up this reaper (and the pazuzud under it) with the deployment."""
