@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 
@@ -63,31 +65,123 @@ def main(ctx: click.Context, socket_path: Path, as_json: bool) -> None:
 
 @main.command()
 @click.argument("specs", nargs=-1)
+@click.option(
+    "-w", "--watch", is_flag=True, help="Refresh until Ctrl-C, like top (in place on a terminal)."
+)
+@click.option(
+    "-i",
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds between refreshes.",
+)
+# For tests and scripts: stop --watch after N refreshes.
+@click.option("--count", type=click.IntRange(min=1), default=None, hidden=True)
 @pass_context
-def status(ctx: Context, specs: tuple[str, ...]) -> None:
+def status(
+    ctx: Context, specs: tuple[str, ...], watch: bool, interval: float, count: int | None
+) -> None:
     """Show instances: state, pid, uptime, restarts, last exit, memory, cpu.
 
-    Exits 3 when an instance that should run does not.
+    Exits 3 when an instance that should run does not. With --watch, refreshes every
+    --interval seconds until Ctrl-C: in place on a terminal, else as successive tables
+    separated by a blank line (with --json, one JSON document per line).
     """
-    from pazuzu import render
-
     check_specs(specs)
+    if watch:
+        try:
+            watch_status(ctx, specs, interval, count, terminal=sys.stdout.isatty())
+        except KeyboardInterrupt:
+            click.echo()
+        return
     try:
         result = ctx.call(protocol.Command.STATUS, specs=list(specs))
     except PazuzuError as error:
         fail(error)
-    ctx.emit(result, render.status_table(result))
+    from pazuzu import render
+
+    ctx.emit(result, render.status_table(result, color=use_color(sys.stdout)))
     if warning := result["daemon"].get("warning"):
         click.echo(f"warning: {warning}", err=True)
-    not_running = [
+    if not_running(result):
+        sys.exit(EXIT_NOT_RUNNING)
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only for a terminal, and never when $NO_COLOR is set (no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def not_running(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The instances of a status result that should run but do not."""
+    return [
         instance
         for app in result["applications"]
         for worker in app["workers"]
         for instance in worker["instances"]
         if instance["should_run"] and instance["state"] != "running"
     ]
-    if not_running:
-        sys.exit(EXIT_NOT_RUNNING)
+
+
+def _status_text(result: dict[str, Any], *, color: bool) -> str:
+    from pazuzu import render
+
+    text = render.status_table(result, color=color)
+    if warning := result["daemon"].get("warning"):
+        text += f"\nwarning: {warning}"
+    return text
+
+
+def watch_status(
+    ctx: Context,
+    specs: tuple[str, ...],
+    interval: float,
+    count: int | None,
+    *,
+    terminal: bool,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Print status every `interval` seconds, `count` times or until Ctrl-C.
+
+    On a terminal each frame is redrawn in place, as top does; otherwise frames follow each
+    other, separated by a blank line, so a log or a pipe reads them in order. An unreachable
+    daemon is shown in the frame and asked again next time: a daemon restart does not end the
+    watch.
+    """
+    color = terminal and use_color(sys.stdout)
+    frame = 0
+    while count is None or frame < count:
+        try:
+            result = ctx.call(protocol.Command.STATUS, specs=list(specs))
+        except PazuzuError as error:
+            document: dict[str, Any] = {"error": {"message": str(error), "hint": error.hint}}
+            body = f"pazuzu: {error}" + (f"\nhint: {error.hint}" if error.hint else "")
+        else:
+            document = result
+            body = _status_text(result, color=color)
+        if ctx.as_json:
+            click.echo(json.dumps(document))
+        else:
+            header = f"Every {interval:g}s: pazuzu status {' '.join(specs)}".rstrip()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            text = f"{header}  {stamp}\n\n{body}"
+            if terminal:
+                _redraw(text, first=frame == 0)
+            else:
+                click.echo(("\n" if frame else "") + text)
+        sys.stdout.flush()
+        frame += 1
+        if count is None or frame < count:
+            sleep(interval)
+
+
+def _redraw(text: str, *, first: bool) -> None:
+    """Draw a frame over the last one: home the cursor, clear each line's rest and below."""
+    if first:
+        click.clear()
+    # Writing over the old frame instead of clearing the screen first does not flicker.
+    click.echo("\x1b[H" + text.replace("\n", "\x1b[K\n") + "\x1b[K\x1b[J", nl=False, color=True)
 
 
 def check_specs(specs: tuple[str, ...]) -> None:

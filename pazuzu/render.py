@@ -7,10 +7,24 @@ from typing import Any
 
 WIDTH = 80
 _HEADERS = ("INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "MEMORY", "CPU")
+_STATE_COLUMN = 1
+# The colour of each state on a terminal: green is well, red needs attention, yellow is on
+# its way. `stopped` is meant to be so and stays plain.
+STATE_COLORS = {
+    "running": "green",
+    "backoff": "red",
+    "failed": "red",
+    "starting": "yellow",
+    "stopping": "yellow",
+}
 
 
-def status_table(status: dict[str, Any], now: float | None = None) -> str:
-    """The `pazuzu status` table: one row per instance, a header row per worker."""
+def status_table(status: dict[str, Any], now: float | None = None, *, color: bool = False) -> str:
+    """The `pazuzu status` table: one row per instance, a header row per worker.
+
+    With `color`, states are coloured with ANSI escapes (for a terminal); the columns line up
+    either way.
+    """
     now = time.time() if now is None else now
     rows: list[tuple[str, ...]] = []
     for app in status["applications"]:
@@ -22,7 +36,7 @@ def status_table(status: dict[str, Any], now: float | None = None) -> str:
                 rows.append(_instance_row(app["name"], worker["name"], instance, now))
     if not rows:
         return "no applications configured"
-    return _layout(rows)
+    return _layout(rows, color=color)
 
 
 def _instance_row(app: str, worker: str, instance: dict[str, Any], now: float) -> tuple[str, ...]:
@@ -43,7 +57,7 @@ def _instance_row(app: str, worker: str, instance: dict[str, Any], now: float) -
     )
 
 
-def _layout(rows: list[tuple[str, ...]]) -> str:
+def _layout(rows: list[tuple[str, ...]], *, color: bool) -> str:
     full = [r for r in rows if len(r) == len(_HEADERS)]
     widths = [max([len(h)] + [len(r[i]) for r in full]) for i, h in enumerate(_HEADERS)]
     # Give way on LAST EXIT first, then INSTANCE, to fit the terminal's 80 columns.
@@ -59,7 +73,7 @@ def _layout(rows: list[tuple[str, ...]]) -> str:
             # The instance number must survive a cut: shorten the worker name before it.
             name, dot, number = row[0].rpartition(".")
             first = _shorten(name, widths[0] - len(dot + number)) + dot + number
-            lines.append(_line((first, *row[1:]), widths))
+            lines.append(_line((first, *row[1:]), widths, color=color))
     return "\n".join(lines)
 
 
@@ -67,12 +81,27 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-def _line(cells: tuple[str, ...], widths: list[int]) -> str:
+def _line(cells: tuple[str, ...], widths: list[int], *, color: bool = False) -> str:
     parts = []
-    for cell, width in zip(cells, widths, strict=True):
-        text = cell if len(cell) <= width else cell[: width - 1] + "…"
-        parts.append(text.ljust(width))
+    for column, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+        text = (cell if len(cell) <= width else cell[: width - 1] + "…").ljust(width)
+        if color and column == _STATE_COLUMN:
+            # Padded first, styled second: escapes must not count towards the width.
+            text = paint_state(cell.split(" ", 1)[0], text)
+        parts.append(text)
     return " ".join(parts).rstrip()
+
+
+def paint_state(state: str, text: str) -> str:
+    """`text` in the colour of `state` (ANSI escapes); unchanged for an uncoloured state."""
+    colour = STATE_COLORS.get(state)
+    if colour is None:
+        return text
+    import click  # only a terminal needs it
+
+    # The padding stays outside the escapes, so that `rstrip` still trims the line.
+    stripped = text.rstrip()
+    return click.style(stripped, fg=colour) + text[len(stripped) :]
 
 
 def duration(seconds: float) -> str:

@@ -1,12 +1,18 @@
-"""The CLI's own behaviour: offline `check`, usage errors, and an unreachable daemon."""
+"""The CLI's own behaviour: offline `check`, usage errors, an unreachable daemon, --watch."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
-from pazuzu.cli import EXIT_USAGE, main
+from pazuzu import protocol
+from pazuzu.cli import EXIT_USAGE, Context, main, use_color, watch_status
+from pazuzu.errors import PazuzuError
 
 
 def write_app(tmp_path: Path, procfile: str) -> Path:
@@ -58,3 +64,126 @@ def test_malformed_scale_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == EXIT_USAGE
     assert "hint:" in result.output
+
+
+class FakeDaemon(Context):
+    """A Context whose daemon answers `status` from a list of results, or fails."""
+
+    def __init__(self, *results: dict[str, Any] | PazuzuError, as_json: bool = False) -> None:
+        super().__init__(Path("/nonexistent"), as_json)
+        self.results = list(results)
+        self.requests: list[dict[str, Any]] = []
+
+    def call(self, command: protocol.Command, **args: Any) -> Any:
+        self.requests.append({"command": command, **args})
+        result = self.results.pop(0)
+        if isinstance(result, PazuzuError):
+            raise result
+        return result
+
+
+def status_result(state: str = "running") -> dict[str, Any]:
+    instance = {
+        "number": 1,
+        "state": state,
+        "pid": 4712,
+        "started_at": 1.0,
+        "restarts": 0,
+        "last_exit": None,
+        "memory_bytes": None,
+        "cpu_seconds": None,
+        "next_try_in": None,
+        "should_run": True,
+    }
+    worker = {"name": "web", "command_line": "sleep 1", "desired": 1, "instances": [instance]}
+    return {
+        "daemon": {"pid": 1, "backend": "fake", "version": "0.1.0"},
+        "applications": [{"name": "shop", "workers": [worker]}],
+    }
+
+
+def test_watch_without_a_terminal_prints_tables_separated_by_a_blank_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three refreshes to a pipe are three tables, one after the other, paced by --interval."""
+    daemon = FakeDaemon(status_result(), status_result("backoff"), status_result())
+    sleeps: list[float] = []
+    watch_status(daemon, ("shop",), 1.5, 3, terminal=False, sleep=sleeps.append)
+    frames = capsys.readouterr().out.split("\n\nEvery ")
+    assert len(frames) == 3
+    assert frames[0].startswith("Every 1.5s: pazuzu status shop  ")
+    assert "backoff" in frames[1]
+    assert all("web.1" in frame for frame in frames)
+    assert sleeps == [1.5, 1.5]
+    assert daemon.requests == [{"command": protocol.Command.STATUS, "specs": ["shop"]}] * 3
+
+
+def test_watch_without_a_terminal_writes_no_escapes(capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipe gets no colour and no cursor movement."""
+    watch_status(FakeDaemon(status_result()), (), 1.0, 1, terminal=False, sleep=lambda _: None)
+    assert "\x1b" not in capsys.readouterr().out
+
+
+def test_watch_on_a_terminal_redraws_in_place(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal every frame homes the cursor and clears what the last one left."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    daemon = FakeDaemon(status_result(), status_result())
+    watch_status(daemon, (), 1.0, 2, terminal=True, sleep=lambda _: None)
+    out = capsys.readouterr().out
+    assert out.count("\x1b[H") >= 2
+    assert out.endswith("\x1b[K\x1b[J")
+
+
+def test_watch_keeps_going_while_the_daemon_is_unreachable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A daemon restart during --watch shows the error in that frame; the next one recovers."""
+    lost = PazuzuError("cannot reach pazuzud: nothing listens", hint="start it")
+    watch_status(
+        FakeDaemon(lost, status_result()), (), 1.0, 2, terminal=False, sleep=lambda _: None
+    )
+    out = capsys.readouterr().out
+    assert "pazuzu: cannot reach pazuzud: nothing listens\nhint: start it" in out
+    assert "web.1" in out
+
+
+def test_watch_with_json_prints_one_document_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json status --watch` is a stream of JSON lines, errors included."""
+    lost = PazuzuError("cannot reach pazuzud", hint="start it")
+    daemon = FakeDaemon(status_result(), lost, as_json=True)
+    watch_status(daemon, (), 1.0, 2, terminal=False, sleep=lambda _: None)
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line).keys() for line in lines] == [
+        {"daemon", "applications"},
+        {"error"},
+    ]
+
+
+def test_watch_option_runs_until_count_against_an_unreachable_daemon(tmp_path: Path) -> None:
+    """`status --watch --count 2` exits 0 after two frames, even with no daemon."""
+    result = CliRunner().invoke(
+        main,
+        ["--socket", str(tmp_path / "none"), "status", "--watch", "-i", "0.1", "--count", "2"],
+    )
+    assert result.exit_code == 0
+    assert result.output.count("is pazuzud running?") == 2
+
+
+class Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal gets colour; a pipe never does; NO_COLOR turns it off everywhere."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_color(Stream(tty=True))
+    assert not use_color(Stream(tty=False))
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(Stream(tty=True))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
-from pazuzu.render import WIDTH, duration, size, status_table
+from pazuzu.render import STATE_COLORS, WIDTH, duration, size, status_table
 
 NOW = 1_700_000_000.0
 
@@ -191,3 +192,64 @@ def test_duration_is_short_enough_for_a_cell(seconds: float, text: str) -> None:
 def test_size_uses_binary_units(value: int | None, text: str) -> None:
     """Sizes read in B, K, M, G and T of 1024; unknown is a dash."""
     assert size(value) == text
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def coloured_table() -> str:
+    return status_table(
+        status(
+            "myapp",
+            "web",
+            4,
+            instance(1),
+            instance(2, state="backoff", pid=None, started_at=None, next_try_in=4.0),
+            instance(3, state="starting", pid=None, started_at=None),
+            instance(4, state="stopped", pid=None, started_at=None),
+        ),
+        now=NOW,
+        color=True,
+    )
+
+
+def test_states_are_coloured_green_red_yellow_when_asked() -> None:
+    """running is green, backoff red and starting yellow; stopped stays plain."""
+    rows = coloured_table().splitlines()
+    assert "\x1b[32mrunning\x1b[0m" in rows[2]
+    assert "\x1b[31mbackoff 4.0s\x1b[0m" in rows[3]
+    assert "\x1b[33mstarting\x1b[0m" in rows[4]
+    assert "\x1b" not in rows[5]
+    assert "\x1b" not in rows[0]  # the header's STATE is not a state
+
+
+def test_colour_does_not_move_the_columns() -> None:
+    """Without its escapes, the coloured table is the plain one, character for character."""
+    plain = status_table(
+        status(
+            "myapp",
+            "web",
+            4,
+            instance(1),
+            instance(2, state="backoff", pid=None, started_at=None, next_try_in=4.0),
+            instance(3, state="starting", pid=None, started_at=None),
+            instance(4, state="stopped", pid=None, started_at=None),
+        ),
+        now=NOW,
+    )
+    assert ANSI.sub("", coloured_table()) == plain
+
+
+def test_the_table_has_no_escapes_by_default() -> None:
+    """Without `color`, nothing but text: what a pipe or a log file gets."""
+    table = status_table(status("myapp", "web", 1, instance(1, state="failed")), now=NOW)
+    assert "\x1b" not in table
+
+
+@pytest.mark.parametrize(
+    ("state", "colour"),
+    [("running", "green"), ("backoff", "red"), ("failed", "red"), ("stopping", "yellow")],
+)
+def test_each_state_has_its_colour(state: str, colour: str) -> None:
+    """The DESIGN's states map to the colours operators expect from systemctl and top."""
+    assert STATE_COLORS[state] == colour
