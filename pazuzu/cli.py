@@ -8,13 +8,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
 from pazuzu import __version__, protocol
 from pazuzu.errors import PazuzuError, SpecError
 from pazuzu.model import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -45,6 +48,85 @@ def fail(error: PazuzuError, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+# Shell completion asks the running daemon what exists; a shell must never hang on it.
+COMPLETION_TIMEOUT = 0.5
+
+
+def known_specs(
+    socket_path: Path, timeout: float = COMPLETION_TIMEOUT
+) -> dict[str, dict[str, list[int]]]:
+    """What the daemon at `socket_path` supervises: `{app: {worker: [instance numbers]}}`.
+
+    For shell completion: empty, quietly, when the daemon cannot be asked within `timeout`.
+    """
+    import socket
+
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(socket_path))
+            sock.sendall(protocol.encode_request(protocol.Command.STATUS, specs=[]))
+            reply = b""
+            while not reply.endswith(b"\n"):
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        result = protocol.decode_reply(reply)
+        return {
+            app["name"]: {
+                worker["name"]: [instance["number"] for instance in worker["instances"]]
+                for worker in app["workers"]
+            }
+            for app in result["applications"]
+        }
+    except (OSError, PazuzuError, LookupError, TypeError):
+        return {}
+
+
+def _completion_socket(ctx: click.Context) -> Path:
+    # The group's callback does not run while completing, but its parameters are parsed.
+    value = ctx.find_root().params.get("socket_path")
+    return Path(value) if value else DEFAULT_SOCKET_PATH
+
+
+def complete_spec(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Complete a SPEC with `app`, `app.worker` and `app.worker.N` from the running daemon."""
+    from click.shell_completion import CompletionItem
+
+    candidates: list[str] = []
+    for app, workers in known_specs(_completion_socket(ctx)).items():
+        candidates.append(app)
+        for worker, numbers in workers.items():
+            candidates.append(f"{app}.{worker}")
+            candidates.extend(f"{app}.{worker}.{number}" for number in numbers)
+    given = set(ctx.params.get(param.name or "") or ())
+    return [
+        CompletionItem(spec)
+        for spec in candidates
+        if spec.startswith(incomplete) and spec not in given
+    ]
+
+
+def complete_change(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Complete a scale CHANGE with `app.worker=`, or `worker=` after an application given once."""
+    from click.shell_completion import CompletionItem
+
+    specs = known_specs(_completion_socket(ctx))
+    given = list(ctx.params.get(param.name or "") or ())
+    if given and given[0] in specs:  # `pazuzu scale myapp web=3 queue-1`
+        candidates = [f"{worker}=" for worker in specs[given[0]]]
+    else:
+        candidates = [f"{app}.{worker}=" for app, workers in specs.items() for worker in workers]
+    return [CompletionItem(change) for change in candidates if change.startswith(incomplete)]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--socket",
@@ -64,7 +146,7 @@ def main(ctx: click.Context, socket_path: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1)
+@click.argument("specs", nargs=-1, shell_complete=complete_spec)
 @click.option(
     "-w", "--watch", is_flag=True, help="Refresh until Ctrl-C, like top (in place on a terminal)."
 )
@@ -206,7 +288,7 @@ def _simple(command: protocol.Command, key: str, specs: tuple[str, ...], ctx: Co
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True)
+@click.argument("specs", nargs=-1, required=True, shell_complete=complete_spec)
 @pass_context
 def start(ctx: Context, specs: tuple[str, ...]) -> None:
     """Start instances stopped with `pazuzu stop` (APP, APP.WORKER, APP.WORKER.N, globs)."""
@@ -214,7 +296,7 @@ def start(ctx: Context, specs: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True)
+@click.argument("specs", nargs=-1, required=True, shell_complete=complete_spec)
 @pass_context
 def stop(ctx: Context, specs: tuple[str, ...]) -> None:
     """Stop instances and keep them stopped, across daemon restarts, until `start`."""
@@ -222,7 +304,7 @@ def stop(ctx: Context, specs: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True)
+@click.argument("specs", nargs=-1, required=True, shell_complete=complete_spec)
 @click.option("--rolling", is_flag=True, help="One instance at a time, per worker.")
 @pass_context
 def restart(ctx: Context, specs: tuple[str, ...], rolling: bool) -> None:
@@ -237,7 +319,7 @@ def restart(ctx: Context, specs: tuple[str, ...], rolling: bool) -> None:
 
 
 @main.command()
-@click.argument("changes", nargs=-1, required=True)
+@click.argument("changes", nargs=-1, required=True, shell_complete=complete_change)
 @pass_context
 def scale(ctx: Context, changes: tuple[str, ...]) -> None:
     """Set instance counts: `myapp.web=3 myapp.queue+1`, or `myapp web=3 queue-1`."""
@@ -256,7 +338,7 @@ def scale(ctx: Context, changes: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1)
+@click.argument("specs", nargs=-1, shell_complete=complete_spec)
 @click.option("-n", "--lines", default=100, show_default=True, help="How many recent lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @pass_context

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
 from pazuzu import protocol
-from pazuzu.cli import EXIT_USAGE, Context, main, use_color, watch_status
+from pazuzu.cli import EXIT_USAGE, Context, known_specs, main, use_color, watch_status
 from pazuzu.errors import PazuzuError
+
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def write_app(tmp_path: Path, procfile: str) -> Path:
@@ -187,3 +196,127 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPa
     assert not use_color(Stream(tty=False))
     monkeypatch.setenv("NO_COLOR", "1")
     assert not use_color(Stream(tty=True))
+
+
+SHOP = {
+    "daemon": {"pid": 1, "backend": "fake", "version": "0.1.0"},
+    "applications": [
+        {
+            "name": "shop",
+            "workers": [
+                {"name": "web", "instances": [{"number": 1}, {"number": 2}]},
+                {"name": "queue", "instances": [{"number": 1}]},
+            ],
+        }
+    ],
+}
+
+
+@pytest.fixture
+def daemon_socket() -> Iterator[Path]:
+    """A unix socket that answers every request with the status of `shop`, like pazuzud."""
+    directory = Path(tempfile.mkdtemp(prefix="pz-"))  # short: sun_path holds 108 bytes
+    path = directory / "s"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+    server.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+                connection.sendall(protocol.encode_result(SHOP))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+        shutil.rmtree(directory)
+
+
+def completions(args: list[str], incomplete: str) -> list[str]:
+    """What `pazuzu ARGS INCOMPLETE<TAB>` offers."""
+    complete = ShellComplete(main, {}, "pazuzu", "_PAZUZU_COMPLETE")
+    return [item.value for item in complete.get_completions(args, incomplete)]
+
+
+def test_spec_completion_offers_applications_workers_and_instances(daemon_socket: Path) -> None:
+    """`pazuzu status sh<TAB>` offers every spec of the running daemon that starts so."""
+    assert completions(["--socket", str(daemon_socket), "status"], "sh") == [
+        "shop",
+        "shop.web",
+        "shop.web.1",
+        "shop.web.2",
+        "shop.queue",
+        "shop.queue.1",
+    ]
+    assert completions(["--socket", str(daemon_socket), "log"], "shop.q") == [
+        "shop.queue",
+        "shop.queue.1",
+    ]
+
+
+def test_spec_completion_leaves_out_specs_already_given(daemon_socket: Path) -> None:
+    """`pazuzu stop shop.web.1 shop.web<TAB>` does not offer shop.web.1 again."""
+    args = ["--socket", str(daemon_socket), "stop", "shop.web.1"]
+    assert completions(args, "shop.web") == ["shop.web", "shop.web.2"]
+
+
+def test_spec_completion_reads_the_socket_from_the_environment(
+    daemon_socket: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$PAZUZU_SOCKET names the daemon to ask, as it does for the commands themselves."""
+    monkeypatch.setenv("PAZUZU_SOCKET", str(daemon_socket))
+    assert completions(["restart"], "shop.web.") == ["shop.web.1", "shop.web.2"]
+
+
+def test_scale_completion_offers_worker_assignments(daemon_socket: Path) -> None:
+    """`pazuzu scale shop.<TAB>` offers `shop.web=` and `shop.queue=`; after `shop`, `web=`."""
+    scale = ["--socket", str(daemon_socket), "scale"]
+    assert completions(scale, "shop.") == ["shop.web=", "shop.queue="]
+    assert completions([*scale, "shop"], "q") == ["queue="]
+
+
+def test_spec_completion_is_silent_and_quick_without_a_daemon(tmp_path: Path) -> None:
+    """No daemon, or one that does not answer: no completions, within the short timeout."""
+    assert completions(["--socket", str(tmp_path / "none"), "status"], "") == []
+    directory = Path(tempfile.mkdtemp(prefix="pz-"))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mute:
+            mute.bind(str(directory / "s"))
+            mute.listen()  # connections wait in the backlog, never answered
+            started = time.monotonic()
+            assert known_specs(directory / "s", timeout=0.2) == {}
+            assert time.monotonic() - started < 1.0
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_commands_and_options_complete() -> None:
+    """Commands and options come from click's own definitions."""
+    assert completions([], "st") == ["start", "status", "stop"]
+    assert "--watch" in completions(["status"], "--w")
+
+
+@pytest.mark.parametrize(
+    ("shell", "name"), [("bash", "pazuzu.bash"), ("zsh", "_pazuzu"), ("fish", "pazuzu.fish")]
+)
+def test_committed_completion_scripts_are_current(shell: str, name: str) -> None:
+    """contrib/completions holds what `_PAZUZU_COMPLETE=<shell>_source pazuzu` prints."""
+    from click.shell_completion import get_completion_class
+
+    completion_class = get_completion_class(shell)
+    assert completion_class is not None
+    source = completion_class(main, {}, "pazuzu", "_PAZUZU_COMPLETE").source()
+    committed = (CHECKOUT / "contrib" / "completions" / name).read_text()
+    assert committed == source, f"regenerate: _PAZUZU_COMPLETE={shell}_source pazuzu"
