@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import click
 
-from pazuzu import __version__, policy, protocol
+from pazuzu import __version__, access, policy, protocol
 from pazuzu.backends import Backend, RunEnded, systemd_booted
 from pazuzu.config import load_config
 from pazuzu.errors import PazuzuError, SpecError
@@ -296,6 +296,7 @@ class Supervisor:
     # -- requests --------------------------------------------------------------------------
 
     async def handle(self, request: protocol.Request) -> Any:
+        request = access.admit(request, self.config)  # the caller's rights; AccessError if none
         match request.command:
             case protocol.Command.PING:
                 return self._daemon_info()

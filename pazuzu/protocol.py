@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pazuzu.errors import PazuzuError, ProtocolError
+
+if TYPE_CHECKING:
+    from pazuzu.access import Caller
 
 MAX_REQUEST_BYTES = 1024 * 1024
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send one request line
@@ -50,8 +53,11 @@ _NEEDS_TARGET = {
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """One decoded request; `caller` is who sent it, set by the server (None: from inside)."""
+
     command: Command
     args: dict[str, Any]
+    caller: Caller | None = None
 
     def strings(self, name: str) -> list[str]:
         """A list-of-strings argument, empty when absent."""
@@ -76,7 +82,7 @@ def decode_request(line: bytes) -> Request:
         command = Command(str(name))
     except ValueError:
         known = ", ".join(c.value for c in Command)
-        raise ProtocolError(f"unknown command {name!r}", hint=f"commands: {known}") from None
+        raise ProtocolError(f"unknown command {_short(name)}", hint=f"commands: {known}") from None
     args = document.get("args", {})
     if not isinstance(args, dict):
         raise ProtocolError("'args' must be a JSON object", hint=_FORMAT_HINT)
@@ -85,7 +91,7 @@ def decode_request(line: bytes) -> Request:
         kind = expected.get(key)
         if kind is None:
             raise ProtocolError(
-                f"{command}: unknown argument {key!r}",
+                f"{command}: unknown argument {_short(key)}",
                 hint=f"{command} takes: {', '.join(expected) or 'no arguments'}",
             )
         if not isinstance(value, kind) or (
@@ -127,6 +133,12 @@ def decode_reply(line: bytes) -> Any:
 
 
 _FORMAT_HINT = 'send one JSON object per line: {"command": "status", "args": {}}'
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A value as an error quotes it: its repr, cut short (a request may be a megabyte)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_name(kind: type) -> str:

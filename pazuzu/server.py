@@ -1,18 +1,28 @@
-"""The control socket: JSON lines in, JSON lines out; nothing a client sends stops the daemon."""
+"""The control socket: JSON lines in, JSON lines out; nothing a client sends stops the daemon.
+
+The socket is world-connectable (0666) on purpose: the user of an application may control that
+application, and cannot be expected to be in a group. Who may do what is decided per request,
+from the kernel's SO_PEERCRED credentials the server attaches to it (see `pazuzu.access`). The
+socket is bound 0600 under a umask and opened up only once it is in place and owned right.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import logging
 import os
+import pwd
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pazuzu import protocol
+from pazuzu.access import AccessError, Caller
 from pazuzu.errors import PazuzuError, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -20,16 +30,21 @@ log = logging.getLogger(__name__)
 Handler = Callable[[protocol.Request], Awaitable[Any]]
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+SOCKET_MODE = 0o666  # anyone may connect; every request is authorized by SO_PEERCRED
+# Open connections one unprivileged user may hold at once: the socket is world-connectable,
+# and no user may tie up the daemon's memory or file descriptors.
+MAX_CONNECTIONS_PER_USER = 32
 
 
 class ControlServer:
-    """Serves requests on a unix socket created 0660, root and `socket_group` only."""
+    """Serves requests on a unix socket; each request carries its sender's credentials."""
 
     def __init__(self, path: Path, handler: Handler, group: str | None = None) -> None:
         self._path = path
         self._handler = handler
         self._gid = _group_id(group) if group else None
         self._server: asyncio.AbstractServer | None = None
+        self._connections: dict[int, int] = {}  # uid -> open connections
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,8 +55,8 @@ class ControlServer:
                     hint="stop it first (systemctl stop pazuzud), or give this one --socket PATH",
                 )
             self._path.unlink()  # left behind by a daemon that died
-        # umask before bind: the socket never exists with wider permissions than 0660.
-        previous = os.umask(0o117)
+        # umask before bind: the socket is born 0600, and opened up only once it is ours.
+        previous = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self._path), limit=protocol.MAX_REQUEST_BYTES + 1
@@ -49,7 +64,8 @@ class ControlServer:
         finally:
             os.umask(previous)
         if self._gid is not None:
-            os.chown(self._path, 0, self._gid)
+            os.chown(self._path, -1, self._gid)
+        os.chmod(self._path, SOCKET_MODE)
         log.info("listening on %s", self._path)
 
     async def close(self) -> None:
@@ -58,27 +74,21 @@ class ControlServer:
             await self._server.wait_closed()
             self._server = None
 
-    def _allowed(self, writer: asyncio.StreamWriter) -> bool:
-        sock = writer.get_extra_info("socket")
-        if sock is None:
-            return False
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        _pid, uid, gid = _PEERCRED.unpack(raw)
-        if uid == 0 or uid == os.geteuid():
-            return True
-        if self._gid is None:
-            return False
-        return gid == self._gid or self._gid in os.getgrouplist(_user_name(uid), gid)
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        caller: Caller | None = None
         try:
-            if not self._allowed(writer):
-                refusal = PazuzuError(
-                    "permission denied: only root and members of socket_group may control pazuzud",
-                    hint="set socket_group in the configuration, or run as root",
+            caller = await _peer(writer)
+            if caller is None:
+                refusal = AccessError("permission denied: cannot tell who is connecting")
+                await self._send(writer, protocol.encode_error(refusal))
+                return
+            if not self._admit_connection(caller):
+                caller = None  # not counted, so not to be released
+                busy = PazuzuError(
+                    f"too many connections: at most {MAX_CONNECTIONS_PER_USER} per user",
+                    hint="close some, or send several requests over one connection",
                 )
-                writer.write(protocol.encode_error(refusal))
-                await writer.drain()
+                await self._send(writer, protocol.encode_error(busy))
                 return
             while True:
                 try:
@@ -88,40 +98,87 @@ class ControlServer:
                     too_big = ProtocolError(
                         f"request longer than {protocol.MAX_REQUEST_BYTES} bytes"
                     )
-                    writer.write(protocol.encode_error(too_big))
-                    await writer.drain()
+                    await self._send(writer, protocol.encode_error(too_big))
                     return
                 if not line.endswith(b"\n"):
                     return  # end of stream, or half a line: nothing to answer
-                writer.write(await self._answer(line))
-                async with asyncio.timeout(protocol.REQUEST_TIMEOUT):
-                    await writer.drain()
+                reply, refused = await self._answer(line, caller)
+                await self._send(writer, reply)
+                if refused:
+                    return  # who may not, gets one answer and no second try on this line
         except (TimeoutError, ConnectionError):
             pass  # a slow or vanished client: drop it
         except Exception:
             log.exception("control connection failed")
         finally:
+            if caller is not None:
+                self._release_connection(caller)
             writer.close()
 
-    async def _answer(self, line: bytes) -> bytes:
+    def _admit_connection(self, caller: Caller) -> bool:
+        """Count the connection against its user's limit; False if that is reached."""
+        privileged = caller.uid in (0, os.geteuid())
+        open_now = self._connections.get(caller.uid, 0)
+        if not privileged and open_now >= MAX_CONNECTIONS_PER_USER:
+            log.warning("refused a connection of %s: %d already open", caller, open_now)
+            return False
+        self._connections[caller.uid] = open_now + 1
+        return True
+
+    def _release_connection(self, caller: Caller) -> None:
+        left = self._connections.get(caller.uid, 1) - 1
+        if left > 0:
+            self._connections[caller.uid] = left
+        else:
+            self._connections.pop(caller.uid, None)
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        async with asyncio.timeout(protocol.REQUEST_TIMEOUT):
+            await writer.drain()
+
+    async def _answer(self, line: bytes, caller: Caller) -> tuple[bytes, bool]:
+        """The reply to one request line, and whether it was refused for lack of rights."""
         try:
-            request = protocol.decode_request(line)
+            request = replace(protocol.decode_request(line), caller=caller)
             result = await self._handler(request)
+        except AccessError as error:
+            log.warning("refused %s: %s", caller, error)
+            return protocol.encode_error(error), True
         except PazuzuError as error:
-            return protocol.encode_error(error)
+            return protocol.encode_error(error), False
         except Exception as exc:
             log.exception("request failed: %r", line[:200])
-            return protocol.encode_error(PazuzuError(f"internal error: {exc}"))
-        return protocol.encode_result(result)
+            return protocol.encode_error(PazuzuError(f"internal error: {exc}")), False
+        return protocol.encode_result(result), False
 
 
-def _user_name(uid: int) -> str:
-    import pwd
-
+async def _peer(writer: asyncio.StreamWriter) -> Caller | None:
+    """Who is at the other end, from SO_PEERCRED and the group database; None if unknown."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
     try:
-        return pwd.getpwuid(uid).pw_name
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    except OSError:
+        return None
+    _pid, uid, gid = _PEERCRED.unpack(raw)
+    # Name service lookups may block (LDAP, sssd): off the event loop, and bounded.
+    async with asyncio.timeout(protocol.REQUEST_TIMEOUT):
+        return await asyncio.to_thread(_caller, uid, gid)
+
+
+def _caller(uid: int, gid: int) -> Caller:
+    try:
+        name: str | None = pwd.getpwuid(uid).pw_name
     except KeyError:
-        return str(uid)
+        name = None
+    groups = {gid}
+    if name is not None:
+        with contextlib.suppress(OSError):  # else the primary group alone
+            groups.update(os.getgrouplist(name, gid))
+    return Caller(uid=uid, gid=gid, groups=frozenset(groups), name=name)
 
 
 def _answers(path: Path) -> bool:
