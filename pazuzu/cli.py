@@ -141,7 +141,7 @@ def complete_change(
 @click.version_option(__version__, prog_name="pazuzu")
 @click.pass_context
 def main(ctx: click.Context, socket_path: Path, as_json: bool) -> None:
-    """Control pazuzud: status, start, stop, restart, scale, log, reload, check."""
+    """Control pazuzud: status, start, stop, restart, scale, log, reload, check, export."""
     ctx.obj = Context(socket_path, as_json)
 
 
@@ -412,6 +412,65 @@ def check(ctx: Context, config_path: Path) -> None:
     ctx.emit(
         summary,
         f"{config_path}: OK ({len(config.applications)} applications, {workers} workers)",
+    )
+
+
+@main.command("export")
+@click.argument("output_format", metavar="FORMAT", type=click.Choice(["systemd"]))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="PAZUZU_CONFIG",
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    help="Configuration to export (also $PAZUZU_CONFIG).",
+)
+@click.option(
+    "--prefix",
+    help="Unit name prefix.  [default: cgroups.hierarchy_root, i.e. the names pazuzud uses]",
+)
+@pass_context
+def export(
+    ctx: Context, output_format: str, directory: Path, config_path: Path, prefix: str | None
+) -> None:
+    """Write static unit files that run the configuration without pazuzud (like foreman export).
+
+    For every application: <prefix>-<app>.target, which wants each configured instance;
+    a template <prefix>-<app>-<worker>@.service per worker; a drop-in
+    <prefix>-<app>-<worker>@<n>.service.d/port.conf per instance with foreman's PORT; and
+    <prefix>-<app>.slice. Existing files of the same names are replaced. The units have the
+    names pazuzud gives its own: use them instead of pazuzud, not beside it.
+    """
+    from pazuzu.config import load_config
+    from pazuzu.export import app_target, systemd_units
+
+    try:
+        config = load_config(config_path.absolute())
+    except PazuzuError as error:
+        fail(error)
+    files = systemd_units(config, prefix)
+    try:
+        for name, text in files.items():
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    except OSError as error:
+        fail(PazuzuError(f"cannot write {error.filename}: {error.strerror}"))
+    targets = [
+        app_target(app.name, prefix or config.cgroups.hierarchy_root) for app in config.applications
+    ]
+    ctx.emit(
+        {"directory": str(directory), "files": sorted(files), "targets": targets},
+        "\n".join(
+            [
+                *(f"wrote {directory / name}" for name in files),
+                "then: systemctl daemon-reload && systemctl enable --now "
+                + " ".join(f"'{target}'" for target in targets),
+            ]
+        ),
     )
 
 
