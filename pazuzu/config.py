@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import difflib
 import glob
+import grp
 import math
+import os
+import pwd
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,7 @@ from pazuzu.model import (
     WorkerConfig,
     WorkerLogsConfig,
 )
+from pazuzu.naming import escape
 from pazuzu.procfile import ENV_KEY_PATTERN, NAME_PATTERN, parse_dotenv, parse_procfile
 
 _TOP_KEYS = (
@@ -51,6 +56,12 @@ _HIERARCHY_ROOT_ALIAS = "hiearchy_root"  # the original Pazuzu's spelling
 _APP_KEYS = ("environment", "group", "procfile", "stop_timeout", "user", "workers")
 _WORKER_KEYS = ("command_line", "environment", "num_instances", "stop_timeout")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Configuration files, Procfiles and `.env` files are read whole; a bigger one is a mistake.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+# systemd refuses unit names longer than this (UNIT_NAME_MAX).
+UNIT_NAME_MAX = 255
+# Room kept in unit names for instance numbers: `@99999` allows scaling to 99999.
+_INSTANCE_DIGITS = 5
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -74,7 +85,7 @@ def load_config(path: Path) -> Config:
     """Read a configuration, its includes, Procfiles and `.env` files; ConfigError if invalid."""
     root = _load_tree(path, (path.resolve(),))
     fields = _mapping(root, "", _TOP_KEYS)
-    return Config(
+    config = Config(
         path=path,
         log_path=_field(fields, "log_path", "", _log_path, None),
         socket_path=_field(fields, "socket_path", "", _file_path, DEFAULT_SOCKET_PATH),
@@ -84,6 +95,8 @@ def load_config(path: Path) -> Config:
         worker_logs=_worker_logs(fields.get("worker_logs")),
         applications=_applications(fields),
     )
+    _check_unit_names(config, fields)
+    return config
 
 
 def instance_spec(app: AppConfig, worker: WorkerConfig, number: int) -> InstanceSpec:
@@ -135,22 +148,60 @@ def _load_tree(path: Path, including: tuple[Path, ...]) -> _Node:
 
 
 def _read(path: Path, *, missing_hint: str) -> str:
+    """The text of a regular file; never blocks on a FIFO, never reads a device or a huge file."""
     try:
-        return path.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO without a writer would otherwise wait for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError("no such file", file=path, hint=missing_hint) from None
     except OSError as error:
         raise ConfigError(
             f"cannot read: {error.strerror}",
             file=path,
-            hint="check that it is a readable file",
+            hint="check that it is a regular file that pazuzud (root) may read",
         ) from None
+    with open(fd, "rb", closefd=True) as file:
+        kind = _file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise ConfigError(
+                f"cannot read: it is {kind}, not a regular file",
+                file=path,
+                hint="name a regular file: reading a FIFO or a device could block or never end",
+            )
+        try:
+            data = file.read(MAX_FILE_BYTES + 1)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot read: {error.strerror}", file=path, hint="check the file"
+            ) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
+            file=path,
+            hint="is this the right file? configuration files and Procfiles are small",
+        )
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(
             f"not UTF-8 text (bad byte at offset {error.start})",
             file=path,
             hint="save the file as UTF-8",
         ) from None
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a file that is not a regular one is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a FIFO (named pipe)",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((words for test, words in kinds.items() if test(mode)), "not a regular file")
 
 
 def _parse_yaml(text: str, path: Path) -> _Node:
@@ -335,7 +386,9 @@ def _cgroups(node: _Node | None) -> CgroupsConfig:
     if _HIERARCHY_ROOT_ALIAS in fields:
         fields = {**fields, "hierarchy_root": fields[_HIERARCHY_ROOT_ALIAS]}
     return CgroupsConfig(
-        hierarchy_root=_field(fields, "hierarchy_root", "cgroups", _string, default.hierarchy_root),
+        hierarchy_root=_field(
+            fields, "hierarchy_root", "cgroups", _hierarchy_root, default.hierarchy_root
+        ),
         subsystems=_field(fields, "subsystems", "cgroups", _strings, default.subsystems),
         fs_root=_field(fields, "fs_root", "cgroups", _file_path, default.fs_root),
     )
@@ -400,8 +453,8 @@ def _application_from(
         name=name,
         procfile=procfile,
         workers=_workers(entries, fields.get("workers"), workers_key, stop_timeout, procfile),
-        user=_field(fields, "user", key, _account, None),
-        group=_field(fields, "group", key, _account, None),
+        user=_field(fields, "user", key, _user, None),
+        group=_field(fields, "group", key, _group, None),
         environment=environment,
     )
 
@@ -537,11 +590,57 @@ def _strings(node: _Node, key: str) -> tuple[str, ...]:
     return tuple(_string(item, key) for item in node.value)
 
 
+def _hierarchy_root(node: _Node, key: str) -> str:
+    """The prefix of every slice and cgroup pazuzu makes: a name, never a path."""
+    value = _string(node, key)
+    if not NAME_PATTERN.fullmatch(value):
+        raise _fail(
+            node,
+            key,
+            f"invalid name {value!r}",
+            "use letters, digits, '_' and '-' only: it names the slice and the cgroup "
+            "directory that hold every application",
+        )
+    return value
+
+
 def _account(node: _Node, key: str) -> str:
     """A user or group: a name, or a numeric id."""
     if isinstance(node.value, int) and not isinstance(node.value, bool):
         return str(node.value)
     return _string(node, key)
+
+
+def _user(node: _Node, key: str) -> str:
+    """An application's user: it must exist here, or its instances could never start."""
+    user = _account(node, key)
+    if not user.isdigit():
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise _fail(
+                node,
+                key,
+                f"no user named {user!r} on this host",
+                f"create it (useradd --system {user}), or fix the name",
+            ) from None
+    return user
+
+
+def _group(node: _Node, key: str) -> str:
+    """An application's group: it must exist here, or its instances could never start."""
+    group = _account(node, key)
+    if not group.isdigit():
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise _fail(
+                node,
+                key,
+                f"no group named {group!r} on this host",
+                f"create it (groupadd --system {group}), or fix the name",
+            ) from None
+    return group
 
 
 def _command(node: _Node, key: str) -> str:
@@ -585,20 +684,30 @@ def _procfile_path(node: _Node, key: str) -> Path:
     """The Procfile that `procfile:` names: the file itself, or `Procfile` in a directory."""
     path = _file_path(node, key)
     if path.is_dir():
-        if not (path / "Procfile").is_file():
+        if not (path / "Procfile").exists():
             raise _fail(
                 node,
                 key,
                 f"{path} holds no Procfile",
                 f"create {path / 'Procfile'}, or name the Procfile itself",
             )
-        return path / "Procfile"
-    if not path.is_file():
+        path = path / "Procfile"
+    try:
+        kind = _file_kind(path.stat().st_mode)
+    except OSError as error:
+        missing = isinstance(error, FileNotFoundError)
         raise _fail(
             node,
             key,
-            f"{path} does not exist" if not path.exists() else f"{path} is not a file",
+            f"{path} does not exist" if missing else f"{path}: {error.strerror}",
             f"fix the path; a relative one is relative to {node.file.parent.absolute()}",
+        ) from None
+    if kind is not None:
+        raise _fail(
+            node,
+            key,
+            f"{path} is {kind}, not a regular file",
+            "name the Procfile itself, or the directory that holds it",
         )
     return path
 
@@ -640,6 +749,31 @@ def _check_name(name: str, node: _Node, key: str, what: str) -> None:
             f"invalid {what} name {name!r}",
             "use letters, digits, '_' and '-' only: the name becomes part of unit names",
         )
+
+
+def _check_unit_names(config: Config, fields: Mapping[str, _Node]) -> None:
+    """Refuse application and worker names whose systemd unit names would be too long."""
+    prefix = config.cgroups.hierarchy_root
+    applications = _mapping(fields.get("applications"), "applications")
+    for app in config.applications:
+        node = applications.get(app.name) or fields.get("procfile")
+        for worker in app.workers:
+            digits = max(_INSTANCE_DIGITS, len(str(worker.num_instances)))
+            unit = f"{prefix}-{escape(app.name)}-{escape(worker.name)}@{'9' * digits}.service"
+            if len(unit) <= UNIT_NAME_MAX:
+                continue
+            key = f"applications.{app.name}.workers.{worker.name}"
+            message = (
+                f"application {app.name!r} and worker {worker.name!r} make systemd unit names "
+                f"of up to {len(unit)} characters; systemd allows {UNIT_NAME_MAX}"
+            )
+            hint = (
+                f"shorten the application or worker name by {len(unit) - UNIT_NAME_MAX} "
+                "characters (each '-' counts 4: it is escaped as \\x2d)"
+            )
+            if node is None:
+                raise ConfigError(message, file=app.procfile, key=key, hint=hint)
+            raise _fail(node, key, message, hint)
 
 
 def _fail(node: _Node, key: str, message: str, hint: str) -> ConfigError:

@@ -13,8 +13,10 @@ defaults could stop workers that a runtime scale started.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from pazuzu.errors import PazuzuError
 from pazuzu.model import WorkerFormation
 
 VERSION = 1
+MAX_BYTES = 16 * 1024 * 1024  # a formation of thousands of workers is well below this
 FILE_MODE = 0o644
 DIRECTORY_MODE = 0o755
 
@@ -42,13 +45,13 @@ def load_state(path: Path) -> dict[WorkerKey, WorkerFormation]:
     `<name>.corrupt-<unix time>` and reported as PazuzuError.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(path)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise PazuzuError(
-            f"cannot read the state file {path}: {error}",
-            hint="check that the file is readable, or set state_path in the configuration",
+            f"cannot read the state file {path}: {error.strerror or error}",
+            hint="check that it is a readable regular file, or set state_path in the configuration",
         ) from error
     try:
         return _decode(text)
@@ -109,6 +112,23 @@ def effective_formation(
     return effective
 
 
+def _read(path: Path) -> str | bytes:
+    """The file's content: text if it is UTF-8, else the bytes (which `_decode` refuses).
+
+    Raises OSError if it cannot be read, or is not a regular file (a FIFO must not block us).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb", closefd=True) as file:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = file.read(MAX_BYTES + 1)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
 def _encode(formation: Mapping[WorkerKey, WorkerFormation]) -> str:
     workers = [
         {
@@ -123,10 +143,14 @@ def _encode(formation: Mapping[WorkerKey, WorkerFormation]) -> str:
     return json.dumps({"version": VERSION, "workers": workers}, indent=2) + "\n"
 
 
-def _decode(text: str) -> dict[WorkerKey, WorkerFormation]:
+def _decode(text: str | bytes) -> dict[WorkerKey, WorkerFormation]:
+    if isinstance(text, bytes):
+        raise _Corrupt("not UTF-8 text")
+    if len(text) > MAX_BYTES:
+        raise _Corrupt(f"larger than {MAX_BYTES} bytes")
     try:
         document: Any = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (ValueError, RecursionError) as error:
         raise _Corrupt(f"not JSON: {error}") from error
     if not isinstance(document, dict):
         raise _Corrupt("not a JSON object")
