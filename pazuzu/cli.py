@@ -154,6 +154,7 @@ def main(ctx: click.Context, socket_path: Path, as_json: bool) -> None:
     "-i",
     "--interval",
     type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
     default=2.0,
     show_default=True,
     help="With --watch: seconds between refreshes.",
