@@ -34,6 +34,10 @@ SOCKET_MODE = 0o666  # anyone may connect; every request is authorized by SO_PEE
 # Open connections one unprivileged user may hold at once: the socket is world-connectable,
 # and no user may tie up the daemon's memory or file descriptors.
 MAX_CONNECTIONS_PER_USER = 32
+# Connections the kernel queues before accept: a burst of clients (an autoscaler, a monitoring
+# fleet) must wait their turn, not be refused (the kernel caps it at net.core.somaxconn).
+_BACKLOG = 1024
+_REFUSAL_READ_TIMEOUT = 1.0  # seconds a refused client has to finish its request line
 
 
 class ControlServer:
@@ -59,7 +63,10 @@ class ControlServer:
         previous = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self._path), limit=protocol.MAX_REQUEST_BYTES + 1
+                self._serve,
+                path=str(self._path),
+                limit=protocol.MAX_REQUEST_BYTES + 1,
+                backlog=_BACKLOG,
             )
         finally:
             os.umask(previous)
@@ -80,7 +87,7 @@ class ControlServer:
             caller = await _peer(writer)
             if caller is None:
                 refusal = AccessError("permission denied: cannot tell who is connecting")
-                await self._send(writer, protocol.encode_error(refusal))
+                await _refuse(reader, writer, refusal)
                 return
             if not self._admit_connection(caller):
                 caller = None  # not counted, so not to be released
@@ -88,7 +95,7 @@ class ControlServer:
                     f"too many connections: at most {MAX_CONNECTIONS_PER_USER} per user",
                     hint="close some, or send several requests over one connection",
                 )
-                await self._send(writer, protocol.encode_error(busy))
+                await _refuse(reader, writer, busy)
                 return
             while True:
                 try:
@@ -152,6 +159,19 @@ class ControlServer:
             log.exception("request failed: %r", line[:200])
             return protocol.encode_error(PazuzuError(f"internal error: {exc}")), False
         return protocol.encode_result(result), False
+
+
+async def _refuse(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, error: PazuzuError
+) -> None:
+    """Answer a connection that will not be served: after its first line, so that a client
+    that writes before it reads gets the reason rather than a broken pipe."""
+    with contextlib.suppress(TimeoutError, ValueError, asyncio.LimitOverrunError):
+        async with asyncio.timeout(_REFUSAL_READ_TIMEOUT):
+            await reader.readline()
+    writer.write(protocol.encode_error(error))
+    async with asyncio.timeout(protocol.REQUEST_TIMEOUT):
+        await writer.drain()
 
 
 async def _peer(writer: asyncio.StreamWriter) -> Caller | None:
