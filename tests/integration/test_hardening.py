@@ -35,7 +35,8 @@ RSS_GROWTH_LIMIT = 64 * 1024 * 1024
 
 
 @pytest.fixture
-def deployment() -> Iterator[HostDeployment]:
+def deployment(accounts: Accounts) -> Iterator[HostDeployment]:
+    """A HostDeployment, removed before the test's accounts are (their workers go first)."""
     problem = host_problem()
     if problem is not None:
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
