@@ -28,3 +28,9 @@ integration:
 
 run:
 	$(VENV)/pazuzud -c contrib/pazuzu.conf
+
+# The benchmark suite (needs root; boots a container; ~15 min, or --quick):
+# make bench BENCH_ARGS="--quick --only systemd,peers"
+.PHONY: bench
+bench:
+	$(VENV)/python -m contrib.bench.run $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""pazuzu's benchmark suite: `make bench` (see run.py)."""
