@@ -38,11 +38,17 @@ class JobWaiter:
         self.bus = DBus()
         self.bus.open()
         self.done: set[bytes] = set()
-        self._callback = self._on_job_removed  # pystemd keeps no reference to it
+
+        # pystemd stores data on the callback, which a bound method cannot hold, and keeps no
+        # reference to it: a plain function, kept here.
+        def callback(message: Any, error: Any = None, userdata: Any = None) -> None:
+            self._on_job_removed(message)
+
+        self._callback = callback
         self.bus.match_signal(_SYSTEMD, _PATH, _MANAGER, b"JobRemoved", self._callback)
         self.call(b"Subscribe", [])
 
-    def _on_job_removed(self, message: Any, error: Any = None, userdata: Any = None) -> None:
+    def _on_job_removed(self, message: Any) -> None:
         message.process_reply(False)
         self.done.add(message.body[1])
 

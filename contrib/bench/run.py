@@ -42,12 +42,14 @@ def none_ever(mine: Series, _ref: Series | None) -> bool:
     return max(mine.values) == 0
 
 
-def ratio_at_most(factor: float, plus: float = 0.0) -> Callable[[Series, Series | None], bool]:
-    return lambda mine, ref: ref is not None and mine.median <= factor * ref.median + plus
+def ratio_at_most(
+    factor: float, plus: float = 0.0
+) -> Callable[[Series, Series | None], bool | None]:
+    return lambda mine, ref: None if ref is None else mine.median <= factor * ref.median + plus
 
 
-def faster_by(factor: float) -> Callable[[Series, Series | None], bool]:
-    return lambda mine, ref: ref is not None and ref.median >= factor * mine.median
+def faster_by(factor: float) -> Callable[[Series, Series | None], bool | None]:
+    return lambda mine, ref: None if ref is None else ref.median >= factor * mine.median
 
 
 def figures(big: int) -> list[Figure]:
@@ -277,7 +279,7 @@ def figures(big: int) -> list[Figure]:
             "plan.1000",
             "1,000 instances",
             "<= 50 ms, linear (<= ~10x of 1,000)",
-            lambda m, r: r is not None and m.median <= 50 and m.median <= 15 * r.median,
+            lambda m, r: None if r is None else m.median <= 50 and m.median <= 15 * r.median,
         ),
         f("planner, 1,000 instances", "plan.1000", "plan.100", "100 instances", "linear", None),
         f("planner, 100 instances", "plan.100", "plan.10", "10 instances", "linear", None),
@@ -314,7 +316,8 @@ def figures(big: int) -> list[Figure]:
             at_most(5.0),
         ),
     ]
-    return rows
+    unique = {(row.title, row.reference_key): row for row in rows}  # with --quick, big is 100
+    return list(unique.values())
 
 
 def machine() -> str:
@@ -381,10 +384,11 @@ def main(argv: list[str]) -> int:
                 else:
                     systemd_figures.run(watch, results, options)
             except Exception as exc:
-                log(f"{group}: failed: {exc}")
                 traceback.print_exc()
-                results.notes.append(f"{group}: stopped early: {exc}")
-                _miss_group(results, group, options.big, f"the {group} group failed: {exc}")
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:240]
+                log(f"{group}: failed: {reason}")
+                results.notes.append(f"{group}: stopped early: {reason}")
+                _miss_group(results, group, options.big, f"the {group} group failed: {reason}")
     elapsed = time.monotonic() - started
     for group in GROUPS:
         if group not in groups:

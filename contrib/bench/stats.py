@@ -65,7 +65,8 @@ class Results:
         return "; ".join(dict.fromkeys(reasons))
 
 
-Check = Callable[[Series, Series | None], bool]
+# (pazuzu's series, the reference's or None) -> met, or None when it cannot tell.
+Check = Callable[[Series, Series | None], bool | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +113,8 @@ def evaluate(figures: Sequence[Figure], results: Results) -> list[Row]:
         ratio = "-"
         if reference is not None and reference.median > 0:
             ratio = f"{mine.median / reference.median:.2f}x"
-        met = "n/a"
-        if figure.check is not None and (figure.reference_key is None or reference is not None):
-            met = "yes" if figure.check(mine, reference) else "NO"
+        verdict = figure.check(mine, reference) if figure.check is not None else None
+        met = "n/a" if verdict is None else "yes" if verdict else "NO"
         rows.append(Row(figure.title, mine.text(), ref_text, ratio, figure.target, met))
     return rows
 

@@ -39,6 +39,7 @@ class Bench:
         out = self.container.run(
             [self.container.python, "-m", "contrib.bench.inside", *args],
             cwd=str(self.container.checkout),
+            env={"PYTHONPATH": str(self.container.checkout)},
             timeout=timeout,
         )
         result: dict[str, Any] = json.loads(out.stdout)
@@ -49,8 +50,7 @@ class Bench:
 
     def count_running(self, prefix: str) -> int:
         out = self.dep.sh(
-            f"systemctl list-units '{prefix}-*@*.service' --state=running --plain --no-legend"
-            " | wc -l"
+            f"systemctl list-units '{prefix}@*.service' --state=running --plain --no-legend | wc -l"
         ).stdout
         return int(out.strip() or 0)
 
