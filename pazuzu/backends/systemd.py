@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pystemd.dbuslib import DBus, apply_signature, path_decode
@@ -42,6 +43,18 @@ _NO_VALUE = 2**64 - 1  # systemd's "not available" for counters (no accounting h
 
 # waitpid(2) si_code values as systemd reports them in ExecMainCode.
 _CLD_EXITED, _CLD_KILLED, _CLD_DUMPED = 1, 2, 3
+
+# Service properties that every change signal carries and `status` shows.
+_MAIN_PROCESS = frozenset(
+    {
+        b"MainPID",
+        b"NRestarts",
+        b"ExecMainStartTimestamp",
+        b"ExecMainExitTimestamp",
+        b"ExecMainCode",
+        b"ExecMainStatus",
+    }
+)
 
 _FINGERPRINT = re.compile(r"\[([0-9a-f]{12})\]$")
 
@@ -70,6 +83,7 @@ class SystemdBackend:
         self._finished_jobs: dict[bytes, str] = {}
         self._dispatched = 0  # signal callbacks run so far
         self._delays: dict[InstanceId, float] = {}  # RestartUSec of each unit, in seconds
+        self._main: dict[InstanceId, dict[bytes, Any]] = {}  # _MAIN_PROCESS, as last signalled
         self._since = 0  # CLOCK_REALTIME in µs when we began to watch, as systemd stamps
         self._callbacks: list[Callable[..., None]] = []
 
@@ -186,6 +200,9 @@ class SystemdBackend:
             log.exception("could not handle a systemd PropertiesChanged signal")
 
     def _note_service_change(self, instance: InstanceId, changed: dict[bytes, Any]) -> None:
+        if _MAIN_PROCESS.issubset(changed):
+            # Every change signal carries these: `status` reads them from here, not the bus.
+            self._main[instance] = {key: changed[key] for key in _MAIN_PROCESS}
         start = int(changed.get(b"ExecMainStartTimestamp", 0) or 0)
         exit_ts = int(changed.get(b"ExecMainExitTimestamp", 0) or 0)
         previous_exit = self._exits.get(instance)
@@ -283,34 +300,38 @@ class SystemdBackend:
         return delay
 
     def _with_details(self, observed: ObservedInstance, path: bytes) -> ObservedInstance:
+        """Add pid, times, restarts and accounting: two Get calls, the rest from signals."""
         try:
-            props = self._calls.call_method(
-                _SYSTEMD, path, _PROPERTIES, b"GetAll", apply_signature(b"s", [_SERVICE])
-            ).body
+            props = self._main.get(observed.id)
+            if props is None:  # a unit that has been quiet since we started watching
+                everything = self._calls.call_method(
+                    _SYSTEMD, path, _PROPERTIES, b"GetAll", apply_signature(b"s", [_SERVICE])
+                ).body
+                props = self._main[observed.id] = {k: everything[k] for k in _MAIN_PROCESS}
+            memory = int(self._get(path, b"MemoryCurrent"))
+            cpu = int(self._get(path, b"CPUUsageNSec"))
         except Exception as exc:  # the unit went away between the two calls
             log.debug("no details for %s: %s", observed.id, exc)
             return observed
-        pid = int(props.get(b"MainPID", 0) or 0)
-        started = int(props.get(b"ExecMainStartTimestamp", 0) or 0)
-        exit_ts = int(props.get(b"ExecMainExitTimestamp", 0) or 0)
-        memory = int(props.get(b"MemoryCurrent", _NO_VALUE))
-        cpu = int(props.get(b"CPUUsageNSec", _NO_VALUE))
-        return ObservedInstance(
-            id=observed.id,
-            state=observed.state,
-            fingerprint=observed.fingerprint,
+        pid = int(props[b"MainPID"] or 0)
+        started = int(props[b"ExecMainStartTimestamp"] or 0)
+        exit_ts = int(props[b"ExecMainExitTimestamp"] or 0)
+        return replace(
+            observed,
             pid=pid or None,
             started_at=started / _USEC if started and pid else None,
-            restarts=int(props.get(b"NRestarts", 0) or 0),
+            restarts=int(props[b"NRestarts"] or 0),
             last_exit=(
-                _exit_from(props.get(b"ExecMainCode", 0), props.get(b"ExecMainStatus", 0))
-                if exit_ts
-                else None
+                _exit_from(props[b"ExecMainCode"], props[b"ExecMainStatus"]) if exit_ts else None
             ),
             memory_bytes=None if memory == _NO_VALUE else memory,
             cpu_seconds=None if cpu == _NO_VALUE else cpu / 1e9,
-            restart_delay=int(props.get(b"RestartUSec", 0) or 0) / _USEC,
         )
+
+    def _get(self, path: bytes, name: bytes) -> Any:
+        return self._calls.call_method(
+            _SYSTEMD, path, _PROPERTIES, b"Get", apply_signature(b"ss", [_SERVICE, name])
+        ).body
 
     def log_source(self, instances: list[InstanceId]) -> LogSource:
         return LogSource(journal_identifiers=tuple(naming.syslog_identifier(i) for i in instances))
@@ -395,6 +416,7 @@ class SystemdBackend:
             await self._wait_job(job, timeout=timeout + 15.0)
         await self._call(lambda: self._reset_failed(unit))
         self._delays.pop(instance, None)
+        self._main.pop(instance, None)
         log.info("stopped %s (%s)", instance, unit)
 
 

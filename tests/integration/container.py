@@ -115,6 +115,42 @@ def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+# The hierarchies a container's systemd manages. Without systemd on the host, systemd-nspawn
+# puts every container in `<its own cgroup>/payload`: two containers started from one cgroup
+# would share `/payload/pazuzu.slice` and stop each other's units. Each gets its own parent.
+CGROUP_HIERARCHIES: Final = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"))
+
+
+def _own_cgroups(name: str) -> list[Path]:
+    """Fresh cgroups, one per hierarchy present, for one container to live under."""
+    made = []
+    for hierarchy in CGROUP_HIERARCHIES:
+        if (hierarchy / "cgroup.procs").exists():
+            group = hierarchy / f"nspawn-{name}"
+            group.mkdir(exist_ok=True)
+            made.append(group)
+    return made
+
+
+def _remove_cgroups(groups: list[Path]) -> None:
+    """Remove a container's cgroups once it is gone, deepest first, killing any straggler."""
+    for group in groups:
+        if not group.is_dir():
+            continue
+        for procs in group.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+        for directory in sorted(
+            (d for d in group.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)
+        ):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
 def _children(pid: int) -> list[int]:
     """Direct children of a host process (empty once it is gone)."""
     result: list[int] = []
@@ -264,6 +300,7 @@ class Container:
         self._nspawn: subprocess.Popen[bytes] | None = None
         self._pid1: int | None = None
         self._console: IO[bytes] | None = None
+        self._cgroups: list[Path] = []
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -298,6 +335,15 @@ class Container:
             raise ContainerError(f"container {self.name} was started already")
         # An anonymous file: nothing is left behind, however the test runner ends.
         self._console = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by stop()
+        self._cgroups = _own_cgroups(self.name)
+        procs_files = [str(group / "cgroup.procs") for group in self._cgroups]
+
+        def prepare_child() -> None:
+            _die_with_parent()
+            for procs in procs_files:  # "0": the writing process itself
+                with open(procs, "w") as join:
+                    join.write("0")
+
         started = time.monotonic()
         self._nspawn = subprocess.Popen(
             self.command(),
@@ -307,7 +353,8 @@ class Container:
             # Out of the runner's process group: a Ctrl-C at the terminal must not reach
             # the container's PID 1, where SIGINT means ctrl-alt-del, i.e. reboot.
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 -- one call to prctl, async-signal-safe
+            # Plain syscalls only (prctl, small writes): safe between fork and exec.
+            preexec_fn=prepare_child,  # noqa: PLW1509
         )
         atexit.register(self.stop)
         try:
@@ -398,6 +445,8 @@ class Container:
                 leftover = state_dir / self.name
                 if leftover.is_dir() and not leftover.is_mount():
                     shutil.rmtree(leftover, ignore_errors=True)
+        _remove_cgroups(self._cgroups)
+        self._cgroups = []
         if self._console is not None:
             self._console.close()
             self._console = None
