@@ -131,7 +131,8 @@ def complete_change(
 @click.option(
     "--socket",
     "socket_path",
-    type=click.Path(path_type=Path),
+    # No readability check here: the client explains a refused connection better.
+    type=click.Path(path_type=Path, readable=False),
     envvar="PAZUZU_SOCKET",
     default=DEFAULT_SOCKET_PATH,
     show_default=True,

@@ -39,7 +39,8 @@ def call(socket_path: Path, command: protocol.Command, **args: Any) -> Any:
         except PermissionError:
             raise DaemonUnreachable(
                 f"cannot reach pazuzud: permission denied on {socket_path}",
-                hint="run as root, or as a member of the socket_group of the configuration",
+                hint="pazuzud serves root, members of the configuration's socket_group, and the "
+                "user of an application (for that application)",
             ) from None
         sock.sendall(protocol.encode_request(command, **args))
         reply = _read_line(sock)

@@ -71,6 +71,7 @@ class Supervisor:
         self._restarts: dict[InstanceId, int] = {}
         self._next_try: dict[InstanceId, float] = {}  # when a crashed instance runs again
         self._state_warning: str | None = None
+        self._server: ControlServer | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -81,7 +82,10 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         self.formation = self._initial_formation()
         await self.backend.open(self._on_change, self._on_exit)
-        server = ControlServer(socket_path, self.handle, self.config.socket_group)
+        server = ControlServer(
+            socket_path, self.handle, self.config.socket_group, _app_users(self.config)
+        )
+        self._server = server
         await server.start()
         try:
             await self.reconcile(wait=True)
@@ -388,6 +392,8 @@ class Supervisor:
             log.error("%s", message)
             raise
         self.config = config
+        if self._server is not None:
+            self._server.grant(_app_users(config))
         saved = dict(self.formation)
         self.formation = effective_formation(self._configured_counts(config), saved)
         self._save_formation()
@@ -523,6 +529,11 @@ class Supervisor:
         if self._state_warning:
             text += " (WARNING: formation not persisted)"
         return text
+
+
+def _app_users(config: Config) -> list[str]:
+    """The users of the applications: each may connect to control its own."""
+    return [app.user for app in config.applications if app.user]
 
 
 def _by_worker(specs: Iterable[InstanceSpec]) -> list[list[InstanceSpec]]:

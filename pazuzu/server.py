@@ -1,9 +1,11 @@
 """The control socket: JSON lines in, JSON lines out; nothing a client sends stops the daemon.
 
-The socket is world-connectable (0666) on purpose: the user of an application may control that
-application, and cannot be expected to be in a group. Who may do what is decided per request,
-from the kernel's SO_PEERCRED credentials the server attaches to it (see `pazuzu.access`). The
-socket is bound 0600 under a umask and opened up only once it is in place and owned right.
+The socket is 0660, owned by root and `socket_group`. The user of an application may control
+that application without being in any group: the socket carries a POSIX ACL entry granting each
+application user the right to connect, so `ls -l` shows `srw-rw----+`. What a connected client
+may do is decided per request, from the kernel's SO_PEERCRED credentials the server attaches to
+it (see `pazuzu.access`). The socket is bound 0600 under a umask and opened up only once it is
+in place and owned right.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[protocol.Request], Awaitable[Any]]
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-SOCKET_MODE = 0o666  # anyone may connect; every request is authorized by SO_PEERCRED
+SOCKET_MODE = 0o660  # root and socket_group; application users through an ACL entry each
 # Open connections one unprivileged user may hold at once: the socket is world-connectable,
 # and no user may tie up the daemon's memory or file descriptors.
 MAX_CONNECTIONS_PER_USER = 32
@@ -43,9 +45,16 @@ _REFUSAL_READ_TIMEOUT = 1.0  # seconds a refused client has to finish its reques
 class ControlServer:
     """Serves requests on a unix socket; each request carries its sender's credentials."""
 
-    def __init__(self, path: Path, handler: Handler, group: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        group: str | None = None,
+        users: Iterable[str] = (),
+    ) -> None:
         self._path = path
         self._handler = handler
+        self._users = tuple(users)
         self._gid = _group_id(group) if group else None
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[int, int] = {}  # uid -> open connections
@@ -73,7 +82,22 @@ class ControlServer:
         if self._gid is not None:
             os.chown(self._path, -1, self._gid)
         os.chmod(self._path, SOCKET_MODE)
+        self.grant(self._users)
         log.info("listening on %s", self._path)
+
+    def grant(self, users: Iterable[str]) -> None:
+        """Let exactly these (application) users connect, through the socket's ACL."""
+        self._users = tuple(users)
+        uids = sorted({uid for uid in map(_user_id, self._users) if uid not in (None, 0)})
+        try:
+            os.setxattr(self._path, _ACL_XATTR, _access_acl(uids))
+        except OSError as exc:
+            if uids:
+                log.warning(
+                    "application users cannot connect to %s: no ACL support there (%s)",
+                    self._path,
+                    exc,
+                )
 
     async def close(self) -> None:
         if self._server is not None:
@@ -223,3 +247,35 @@ def _group_id(group: str) -> int:
             f"socket_group: no group named {group!r} on this host",
             hint="create the group (groupadd), or fix socket_group in the configuration",
         ) from None
+
+
+# POSIX access ACL, as the kernel takes it in the system.posix_acl_access extended attribute
+# (linux/posix_acl_xattr.h): a version, then (tag, permissions, id) entries ordered by tag, id.
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_VERSION = 2
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_ACL_NO_ID = 0xFFFFFFFF
+_READ_WRITE = 0o6
+
+
+def _access_acl(uids: list[int]) -> bytes:
+    """The ACL of mode 0660 plus `user:<uid>:rw-` for each uid (its mask keeps 0660)."""
+    entries = [(_ACL_USER_OBJ, _READ_WRITE, _ACL_NO_ID)]
+    entries += [(_ACL_USER, _READ_WRITE, uid) for uid in uids]
+    entries += [
+        (_ACL_GROUP_OBJ, _READ_WRITE, _ACL_NO_ID),
+        (_ACL_MASK, _READ_WRITE, _ACL_NO_ID),
+        (_ACL_OTHER, 0, _ACL_NO_ID),
+    ]
+    return struct.pack("<I", _ACL_VERSION) + b"".join(
+        struct.pack("<HHI", *entry) for entry in entries
+    )
+
+
+def _user_id(user: str) -> int | None:
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None

@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import socket
+import stat
 import subprocess
 import time
 import uuid
@@ -161,12 +162,14 @@ def test_access_follows_the_callers_real_credentials(
         message="shop.web.1 to run as the shop user",
     )
 
-    # A stranger may do nothing, not even look, and is told who may.
+    # A stranger may do nothing, not even connect (the socket is 0660 plus an ACL entry per
+    # application user), and is told who may.
+    assert stat.S_IMODE(deployment.socket_path.stat().st_mode) == 0o660
     for args in (["status"], ["stop", "shop"], ["stop", "*"], ["reload"]):
         refused = cli_as(deployment, stranger, *args)
         assert refused.returncode == 1, (args, refused.stderr)
-        assert f"user {stranger.name} (uid {stranger.uid}) may not use pazuzud" in refused.stderr
-        assert "root, members of group" in refused.stderr
+        assert f"permission denied on {deployment.socket_path}" in refused.stderr
+        assert "user of an application" in refused.stderr
     assert deployment.running() == everything
 
     # The shop user sees its application only, globs included.

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import socket
 import stat
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,8 +32,10 @@ async def echo(request: Request) -> Any:
 
 
 @asynccontextmanager
-async def serving(path: Path, handler: Handler = echo) -> AsyncIterator[ControlServer]:
-    server = ControlServer(path, handler)
+async def serving(
+    path: Path, handler: Handler = echo, users: tuple[str, ...] | list[str] = ()
+) -> AsyncIterator[ControlServer]:
+    server = ControlServer(path, handler, users=users)
     await server.start()
     try:
         yield server
@@ -56,15 +61,19 @@ async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: 
     return json.loads(reply)
 
 
-def test_the_socket_is_connectable_by_all_once_in_place(tmp_path: Path) -> None:
-    """The socket ends up 0666: rights are checked per request (SO_PEERCRED), not by mode."""
+def test_the_socket_is_0660_with_an_acl_entry_per_application_user(tmp_path: Path) -> None:
+    """Mode 0660 (root and socket_group); each application user gets `user:UID:rw-` by ACL."""
     path = tmp_path / "pazuzud.socket"
 
-    async def scenario() -> int:
-        async with serving(path):
-            return stat.S_IMODE(path.stat().st_mode)
+    async def scenario() -> tuple[int, bytes]:
+        async with serving(path, users=["nobody"]):
+            return stat.S_IMODE(path.stat().st_mode), os.getxattr(path, "system.posix_acl_access")
 
-    assert asyncio.run(scenario()) == 0o666
+    mode, acl = asyncio.run(scenario())
+    assert mode == 0o660
+    entries = [struct.unpack_from("<HHI", acl, 4 + 8 * i) for i in range((len(acl) - 4) // 8)]
+    assert (0x02, 0o6, pwd.getpwnam("nobody").pw_uid) in entries  # ACL_USER nobody rw-
+    assert (0x20, 0, 0xFFFFFFFF) in entries  # ACL_OTHER: nothing
 
 
 def test_a_socket_left_by_a_dead_daemon_is_replaced(tmp_path: Path) -> None:
