@@ -12,6 +12,7 @@ import grp
 import math
 import os
 import pwd
+import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from pazuzu.model import (
     Config,
     InstanceId,
     InstanceSpec,
+    Limits,
     WorkerConfig,
     WorkerLogsConfig,
 )
@@ -53,8 +55,11 @@ _TOP_KEYS = (
 _WORKER_LOGS_KEYS = ("directory", "keep", "max_bytes")
 _CGROUPS_KEYS = ("fs_root", "hierarchy_root", "subsystems")
 _HIERARCHY_ROOT_ALIAS = "hiearchy_root"  # the original Pazuzu's spelling
-_APP_KEYS = ("environment", "group", "procfile", "stop_timeout", "user", "workers")
-_WORKER_KEYS = ("command_line", "environment", "num_instances", "stop_timeout")
+_APP_KEYS = ("environment", "group", "limits", "procfile", "stop_timeout", "user", "workers")
+_WORKER_KEYS = ("command_line", "environment", "limits", "num_instances", "stop_timeout")
+_LIMITS_KEYS = ("cpu", "memory", "tasks")
+_SIZE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[KMGT]?)(?:i?B)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # Configuration files, Procfiles and `.env` files are read whole; a bigger one is a mistake.
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -119,6 +124,8 @@ def instance_spec(app: AppConfig, worker: WorkerConfig, number: int) -> Instance
         user=app.user,
         group=app.group,
         stop_timeout=worker.stop_timeout,
+        limits=worker.limits,
+        app_limits=app.limits,
     )
 
 
@@ -456,6 +463,7 @@ def _application_from(
         user=_field(fields, "user", key, _user, None),
         group=_field(fields, "group", key, _group, None),
         environment=environment,
+        limits=_field(fields, "limits", key, _limits, Limits()),
     )
 
 
@@ -534,10 +542,50 @@ def _worker(
         index=index,
         stop_timeout=_field(fields, "stop_timeout", key, _seconds, stop_timeout),
         environment=_field(fields, "environment", key, _environment, {}),
+        limits=_field(fields, "limits", key, _limits, Limits()),
     )
 
 
 # Values: each takes a node and its dotted key, and returns the value or raises ConfigError
+
+
+def _limits(node: _Node, key: str) -> Limits:
+    fields = _mapping(node, key, _LIMITS_KEYS)
+    return Limits(
+        memory_bytes=_field(fields, "memory", key, _memory, None),
+        cpu_percent=_field(fields, "cpu", key, _cpu, None),
+        tasks=_field(fields, "tasks", key, _positive_int, None),
+    )
+
+
+def _memory(node: _Node, key: str) -> int:
+    """Bytes, as a number or with a binary suffix as systemd reads it: `512M`, `2G`."""
+    value = node.value
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.fullmatch(str(value).strip()) if isinstance(value, str) else None
+    if match is None or float(match["number"]) <= 0:
+        raise _fail(node, key, f"must be a size, got {value!r}", "e.g. `512M`, `2G` or bytes")
+    return int(float(match["number"]) * _SIZE_UNITS[match["unit"].upper()])
+
+
+def _cpu(node: _Node, key: str) -> float:
+    """A CPU quota: `150%`, or a number of CPUs (`1.5`); 100% is one CPU's time."""
+    value = node.value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            percent = float(value.strip()[:-1])
+        except ValueError:
+            percent = -1.0
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        percent = float(value) * 100
+    else:
+        percent = -1.0
+    if not (math.isfinite(percent) and percent > 0):
+        raise _fail(
+            node, key, f"must be a CPU quota, got {value!r}", "e.g. `50%`, `150%`, or `1.5` CPUs"
+        )
+    return percent
 
 
 def _field(

@@ -32,6 +32,7 @@ from pazuzu.model import (
     InstanceId,
     InstanceSpec,
     InstanceState,
+    Limits,
     ObservedInstance,
     WorkerFormation,
 )
@@ -391,7 +392,7 @@ class Supervisor:
             self.notifier.send(READY="1", STATUS=message[:200])
             log.error("%s", message)
             raise
-        self.config = config
+        previous, self.config = self.config, config
         if self._server is not None:
             self._server.grant(_app_users(config))
         saved = dict(self.formation)
@@ -399,8 +400,32 @@ class Supervisor:
         self._save_formation()
         log.info("configuration reloaded from %s", self.config_path)
         await self.reconcile(wait=True)
+        await self._apply_changed_limits(previous, config)
         self.notifier.send(READY="1", STATUS=self.summary())
         return {"formation": self._formation_summary()}
+
+    async def _apply_changed_limits(self, previous: Config, config: Config) -> None:
+        """Apply limits that a reload changed to running instances, without restarting them."""
+        observed = await self.backend.list_instances()
+        for app in config.applications:
+            before = previous.application(app.name)
+            old_limits = {w.name: w.limits for w in before.workers} if before else {}
+            changed = (before.limits if before else Limits()) != app.limits or any(
+                old_limits.get(worker.name, Limits()) != worker.limits for worker in app.workers
+            )
+            if not changed:
+                continue
+            instances = {
+                instance: worker.limits
+                for worker in app.workers
+                for instance in observed
+                if (instance.app, instance.worker) == (app.name, worker.name)
+            }
+            try:
+                await self.backend.set_limits(app.name, app.limits, instances)
+                log.info("limits of %s applied to %d running instances", app.name, len(instances))
+            except PazuzuError as error:
+                log.error("%s", error)
 
     def log_source(self, texts: list[str]) -> dict[str, Any]:
         instances = _instances(self._match_numbers(texts or ["*"]))
@@ -441,10 +466,13 @@ class Supervisor:
                         "name": worker.name,
                         "command_line": worker.command_line,
                         "desired": len(wanted.running_numbers()),
+                        "limits": worker.limits.as_dict(),
                         "instances": instances,
                     }
                 )
-            applications.append({"name": app.name, "workers": workers})
+            applications.append(
+                {"name": app.name, "limits": app.limits.as_dict(), "workers": workers}
+            )
         daemon = self._daemon_info()
         if self._state_warning:
             daemon["warning"] = self._state_warning

@@ -40,6 +40,7 @@ CGROUPS = "cgroups"
 WORKER_LOGS = "worker_logs"
 APPLICATION = "applications.NAME"
 WORKER = "applications.NAME.workers.WORKER"
+LIMITS = "limits"  # under an application, and under a worker
 
 SECTION_TITLES = {
     TOP: "TOP-LEVEL KEYS",
@@ -47,6 +48,7 @@ SECTION_TITLES = {
     WORKER_LOGS: "WORKER_LOGS KEYS",
     APPLICATION: "APPLICATION KEYS",
     WORKER: "WORKER KEYS",
+    LIMITS: "LIMITS KEYS",
 }
 
 # The configuration reference: the man page is made from it, and a test fails when
@@ -182,6 +184,15 @@ CONFIG_REFERENCE: tuple[ConfigKey, ...] = (
         APPLICATION, "workers", "mapping", "none", "Per-worker settings, WORKER: {worker keys}."
     ),
     ConfigKey(
+        APPLICATION,
+        "limits",
+        "mapping",
+        "none",
+        "Limits on all the application's instances together (limits keys): on systemd "
+        "properties of its slice, with libcgroup the files of its cgroup. A reload applies "
+        "changes without restarting anything.",
+    ),
+    ConfigKey(
         WORKER,
         "num_instances",
         "integer >= 0",
@@ -209,6 +220,36 @@ CONFIG_REFERENCE: tuple[ConfigKey, ...] = (
         "mapping of strings",
         "none",
         "Variables for this worker; they override the application's.",
+    ),
+    ConfigKey(
+        WORKER,
+        "limits",
+        "mapping",
+        "none",
+        "Limits on each instance of the worker (limits keys): on systemd properties of its "
+        "unit, with libcgroup the files of its cgroup. A reload applies changes to running "
+        "instances without restarting them.",
+    ),
+    ConfigKey(
+        LIMITS,
+        "memory",
+        "bytes, or a size like 512M, 2G",
+        "none",
+        "Memory limit (systemd MemoryMax=; memory.limit_in_bytes or memory.max).",
+    ),
+    ConfigKey(
+        LIMITS,
+        "cpu",
+        "percent like 50%, or CPUs like 1.5",
+        "none",
+        "CPU time quota; 100% is one CPU (systemd CPUQuota=; cpu.cfs_quota_us or cpu.max).",
+    ),
+    ConfigKey(
+        LIMITS,
+        "tasks",
+        "integer >= 1",
+        "none",
+        "Processes and threads at most, a guard against fork bombs (systemd TasksMax=; pids.max).",
     ),
 )
 

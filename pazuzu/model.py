@@ -86,6 +86,25 @@ class CgroupsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits: on an application (all its instances together) or on each instance."""
+
+    memory_bytes: int | None = None
+    cpu_percent: float | None = None  # 100 is one CPU
+    tasks: int | None = None  # processes and threads
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.memory_bytes, self.cpu_percent, self.tasks))
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        return {
+            "memory_bytes": self.memory_bytes,
+            "cpu_percent": self.cpu_percent,
+            "tasks": self.tasks,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerLogsConfig:
     """Where the libcgroup backend writes instance output (systemd uses the journal)."""
 
@@ -104,6 +123,7 @@ class WorkerConfig:
     index: int = 0  # position in the Procfile, for foreman's PORT rule
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     environment: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()  # each instance's
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +134,7 @@ class AppConfig:
     user: str | None = None
     group: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)  # from .env, then config
+    limits: Limits = Limits()  # all instances of the application together
 
     @property
     def directory(self) -> Path:
@@ -149,6 +170,9 @@ class InstanceSpec:
     user: str | None = None
     group: str | None = None
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    # Limits change live, without a restart: they are not part of the fingerprint.
+    limits: Limits = Limits()
+    app_limits: Limits = Limits()
 
     @property
     def fingerprint(self) -> str:

@@ -30,13 +30,27 @@ def status_table(status: dict[str, Any], now: float | None = None, *, color: boo
     for app in status["applications"]:
         for worker in app["workers"]:
             running = sum(1 for i in worker["instances"] if i["state"] == "running")
-            count = f" ({running}/{worker['desired']})"
+            count = f" ({running}/{worker['desired']})" + _limits_text(worker.get("limits"))
             rows.append((_shorten(f"{app['name']}.{worker['name']}", WIDTH - len(count)) + count,))
             for instance in worker["instances"]:
                 rows.append(_instance_row(app["name"], worker["name"], instance, now))
     if not rows:
         return "no applications configured"
     return _layout(rows, color=color)
+
+
+def _limits_text(limits: dict[str, Any] | None) -> str:
+    """` limits: memory 512.0M, cpu 50%, tasks 100` per instance, or nothing."""
+    if not limits:
+        return ""
+    parts = []
+    if limits.get("memory_bytes") is not None:
+        parts.append(f"memory {size(limits['memory_bytes'])}")
+    if limits.get("cpu_percent") is not None:
+        parts.append(f"cpu {limits['cpu_percent']:g}%")
+    if limits.get("tasks") is not None:
+        parts.append(f"tasks {limits['tasks']}")
+    return f" limits: {', '.join(parts)}" if parts else ""
 
 
 def _instance_row(app: str, worker: str, instance: dict[str, Any], now: float) -> tuple[str, ...]:

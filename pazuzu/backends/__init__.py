@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pazuzu.model import Exit, InstanceId, InstanceSpec, ObservedInstance
+from pazuzu.model import Exit, InstanceId, InstanceSpec, Limits, ObservedInstance
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +58,8 @@ class Backend(Protocol):
 
     def log_source(self, instances: list[InstanceId]) -> LogSource:
         """Where to read the output of these instances."""
+
+    async def set_limits(
+        self, app: str, app_limits: Limits, instances: Mapping[InstanceId, Limits]
+    ) -> None:
+        """Apply limits now, without a restart: to the application and to these instances."""

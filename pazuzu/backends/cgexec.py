@@ -43,7 +43,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from pazuzu.model import (
     InstanceId,
     InstanceSpec,
     InstanceState,
+    Limits,
     ObservedInstance,
 )
 
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOG_CGROUP = "log"  # child cgroup of an instance that holds its logger
 _FREEZER = "freezer"
+_PIDS = "pids"
+_CFS_PERIOD_US = 100_000
 # cgroup2 names of the v1 controllers that were merged or renamed.
 _V2_CONTROLLER = {"cpuacct": "cpu", "blkio": "io"}
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -115,6 +118,8 @@ class _Layout:
     freezer: Path | None  # the hierarchy whose freezer a stop uses
     memory: Path | None
     cpuacct: Path | None
+    cpu: Path | None = None  # CPU quotas (limits.cpu)
+    pids: Path | None = None  # task limits (limits.tasks)
     controllers: tuple[str, ...] = ()  # cgroup2 controllers to enable down the tree
 
     @staticmethod
@@ -125,7 +130,7 @@ class _Layout:
                 available = (root / "cgroup.controllers").read_text().split()
             except OSError:
                 available = []
-            wanted = {_V2_CONTROLLER.get(s, s) for s in cgroups.subsystems}
+            wanted = {_V2_CONTROLLER.get(s, s) for s in cgroups.subsystems} | {_PIDS}
             return _Layout(
                 fs_root=root,
                 unified=True,
@@ -134,14 +139,17 @@ class _Layout:
                 freezer=root,
                 memory=root if "memory" in available else None,
                 cpuacct=root,  # cpu.stat's usage_usec exists without the cpu controller
+                cpu=root if "cpu" in available and "cpu" in wanted else None,
+                pids=root if _PIDS in available else None,
                 controllers=tuple(c for c in available if c in wanted),
             )
         mounts: dict[Path, list[str]] = {}
         skipped = []
-        for name in dict.fromkeys((*cgroups.subsystems, _FREEZER)):
+        # The freezer (for stops) and pids (for limits.tasks) are joined whenever mounted.
+        for name in dict.fromkeys((*cgroups.subsystems, _FREEZER, _PIDS)):
             mount = root / name
             if not (mount / "cgroup.procs").is_file():
-                if name != _FREEZER:
+                if name not in (_FREEZER, _PIDS):
                     skipped.append(name)
                 continue
             # Co-mounted controllers (cpu,cpuacct) share one directory: join it once.
@@ -157,6 +165,8 @@ class _Layout:
             freezer=root / _FREEZER if _FREEZER in mounted else None,
             memory=root / "memory" if "memory" in mounted else None,
             cpuacct=root / "cpuacct" if "cpuacct" in mounted else None,
+            cpu=root / "cpu" if "cpu" in mounted else None,
+            pids=root / _PIDS if _PIDS in mounted else None,
         )
 
 
@@ -386,6 +396,11 @@ class CgexecBackend:
         credentials = self._credentials(spec)
         rel = self.cgroup_path(spec.id)
         await self._ensure_cgroups(rel)
+        # Configured limits only: without any, limits set with cgset are left alone.
+        if spec.app_limits:
+            self._write_limits(self._app_path(spec.id.app), spec.app_limits)
+        if spec.limits:
+            self._write_limits(rel, spec.limits)
         environment = dict(spec.environment)
         environment.setdefault("PATH", SANE_PATH)
         output = await self._open_log_pipe(record)
@@ -985,6 +1000,47 @@ class CgexecBackend:
             return int((path / "cpuacct.usage").read_text()) / 1e9
         except (OSError, ValueError):
             return None
+
+    async def set_limits(
+        self, app: str, app_limits: Limits, instances: Mapping[InstanceId, Limits]
+    ) -> None:
+        app_path = self._app_path(app)
+        if any(path.is_dir() for path in self._all_dirs(app_path)):
+            self._write_limits(app_path, app_limits)
+        for instance, limits in instances.items():
+            rel = self.cgroup_path(instance)
+            if any(path.is_dir() for path in self._all_dirs(rel)):
+                self._write_limits(rel, limits)
+
+    def _app_path(self, app: str) -> str:
+        return f"{self._cgroups.hierarchy_root.strip('/')}/{app}"
+
+    def _write_limits(self, rel: str, limits: Limits) -> None:
+        """Write memory, CPU quota and task limits to the cgroup files of `rel`."""
+        layout = self._require_layout()
+        memory, cpu, tasks = limits.memory_bytes, limits.cpu_percent, limits.tasks
+        quota = None if cpu is None else int(cpu * _CFS_PERIOD_US / 100)
+        writes: list[tuple[Path | None, str, str]]
+        if layout.unified:
+            writes = [
+                (layout.memory, "memory.max", "max" if memory is None else str(memory)),
+                (layout.cpu, "cpu.max", f"{'max' if quota is None else quota} {_CFS_PERIOD_US}"),
+                (layout.pids, "pids.max", "max" if tasks is None else str(tasks)),
+            ]
+        else:
+            writes = [
+                (layout.memory, "memory.limit_in_bytes", "-1" if memory is None else str(memory)),
+                (layout.cpu, "cpu.cfs_period_us", str(_CFS_PERIOD_US)),
+                (layout.cpu, "cpu.cfs_quota_us", "-1" if quota is None else str(quota)),
+                (layout.pids, "pids.max", "max" if tasks is None else str(tasks)),
+            ]
+        for mount, name, value in writes:
+            if mount is None:
+                continue
+            try:
+                (mount / rel / name).write_text(value)
+            except OSError as exc:
+                log.warning("cannot set %s of %s to %s: %s", name, rel, value, exc)
 
     def _lock(self, instance: InstanceId) -> asyncio.Lock:
         return self._locks.setdefault(instance, asyncio.Lock())

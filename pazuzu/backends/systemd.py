@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import functools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ from pystemd.dbuslib import DBus, apply_signature, path_decode
 from pazuzu import naming
 from pazuzu.backends import ChangeCallback, ExitCallback, LogSource, RunEnded
 from pazuzu.errors import BackendError
-from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, ObservedInstance
+from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, Limits, ObservedInstance
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +339,34 @@ class SystemdBackend:
 
     # -- actions ---------------------------------------------------------------------------
 
+    async def set_limits(
+        self, app: str, app_limits: Limits, instances: Mapping[InstanceId, Limits]
+    ) -> None:
+        app_slice = naming.app_slice(app, self._prefix)
+        targets = [(app_slice, app_limits)] + [
+            (naming.unit_name(instance, self._prefix), limits)
+            for instance, limits in instances.items()
+        ]
+        for unit, limits in targets:
+            try:
+                await self._call(functools.partial(self._set_properties, unit, limits))
+            except Exception as exc:
+                raise BackendError(f"cannot set the limits of {unit}: {exc}") from exc
+
+    def _set_properties(self, unit: str, limits: Limits) -> None:
+        """SetUnitProperties(runtime): the limits in force until the unit goes away."""
+        args = apply_signature(b"sb", [unit.encode(), True])
+        args += _property_array(_limit_properties(limits, unset=_NO_VALUE))
+        self._manager_call(b"SetUnitProperties", args)
+
     async def start(self, spec: InstanceSpec, restart_delay: float) -> None:
+        if spec.app_limits:
+            # The application's slice comes and goes with its units: give it its limits first.
+            app_slice = naming.app_slice(spec.id.app, self._prefix)
+            try:
+                await self._call(lambda: self._set_properties(app_slice, spec.app_limits))
+            except Exception as exc:
+                log.warning("cannot set the limits of %s: %s", app_slice, exc)
         unit = naming.unit_name(spec.id, self._prefix)
         properties = _unit_properties(
             spec, restart_delay, naming.app_slice(spec.id.app, self._prefix)
@@ -460,11 +488,29 @@ def _unit_properties(
         (b"TimeoutStopUSec", b"t", int(spec.stop_timeout * _USEC)),
         (b"CollectMode", b"s", b"inactive-or-failed"),
     ]
+    properties += _limit_properties(spec.limits, unset=None)
     if spec.user:
         properties.append((b"User", b"s", spec.user.encode()))
     if spec.group:
         properties.append((b"Group", b"s", spec.group.encode()))
     return properties
+
+
+def _limit_properties(limits: Limits, *, unset: int | None) -> list[tuple[bytes, bytes, Any]]:
+    """MemoryMax=, CPUQuota= and TasksMax= of `limits`; `unset` for those not given (or skip)."""
+    values = {
+        b"MemoryMax": limits.memory_bytes,
+        # CPUQuota=100% is one second of CPU time per second.
+        b"CPUQuotaPerSecUSec": (
+            None if limits.cpu_percent is None else int(limits.cpu_percent * _USEC / 100)
+        ),
+        b"TasksMax": limits.tasks,
+    }
+    return [
+        (name, b"t", unset if value is None else value)
+        for name, value in values.items()
+        if value is not None or unset is not None
+    ]
 
 
 def _property_array(properties: list[tuple[bytes, bytes, Any]]) -> list[tuple[int, Any]]:

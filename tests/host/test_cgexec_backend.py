@@ -64,7 +64,7 @@ def test_start_puts_the_main_process_in_every_mounted_subsystem(host: Host) -> N
         root = host.cgroups.hierarchy_root
         mounted = [s for s in host.cgroups.subsystems if (FS_ROOT / s / "cgroup.procs").exists()]
         assert mounted, "no configured subsystem is mounted on this host"
-        for subsystem in [*mounted, "freezer"]:
+        for subsystem in [*mounted, "freezer", "pids"]:
             assert pid in procs(FS_ROOT / subsystem / root / "app" / "web" / "1"), subsystem
         listed = await backend.list_instances()
         assert listed[WEB_1].state is InstanceState.RUNNING
@@ -449,7 +449,7 @@ def test_unmounted_subsystems_are_skipped_with_one_log_line(
         assert "nosuchsubsystem" in skipped[0]
         await backend.start(host.spec(SLEEP), restart_delay=0.0)
         pid = await observed_pid(backend)
-        assert [d.parts[4] for d in instance_dirs(backend)] == ["memory", "freezer"]
+        assert [d.parts[4] for d in instance_dirs(backend)] == ["memory", "freezer", "pids"]
         assert all(pid in procs(d) for d in instance_dirs(backend))
 
     host.run(scenario)

@@ -249,7 +249,8 @@ class HostDeployment:
             pid = self._daemon_pid_of(reaper)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
-        for subsystem_root in [FS_ROOT / s for s in SUBSYSTEMS] + [FS_ROOT / "freezer", FS_ROOT]:
+        extra = [FS_ROOT / "freezer", FS_ROOT / "pids", FS_ROOT]
+        for subsystem_root in [FS_ROOT / s for s in SUBSYSTEMS] + extra:
             tree = subsystem_root / self.hierarchy
             if not tree.is_dir():
                 continue

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from pazuzu.backends import ChangeCallback, ExitCallback, LogSource, RunEnded
-from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, ObservedInstance
+from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, Limits, ObservedInstance
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class FakeBackend:
         self.name = "fake"
         self.instances: dict[InstanceId, ObservedInstance] = {i.id: i for i in instances or []}
         self.calls: list[Call] = []
+        self.limits_set: list[tuple[str, Limits, dict[InstanceId, Limits]]] = []
         self.opened = False
         self._on_change: ChangeCallback | None = None
         self._on_exit: ExitCallback | None = None
@@ -70,6 +72,11 @@ class FakeBackend:
 
     def log_source(self, instances: list[InstanceId]) -> LogSource:
         return LogSource(journal_identifiers=tuple(str(i) for i in instances))
+
+    async def set_limits(
+        self, app: str, app_limits: Limits, instances: Mapping[InstanceId, Limits]
+    ) -> None:
+        self.limits_set.append((app, app_limits, dict(instances)))
 
     # -- for tests -------------------------------------------------------------------------
 

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from pazuzu.config import instance_spec, load_config
 from pazuzu.errors import ConfigError
-from pazuzu.model import AppConfig, CgroupsConfig, InstanceId, WorkerConfig, WorkerLogsConfig
+from pazuzu.model import (
+    AppConfig,
+    CgroupsConfig,
+    InstanceId,
+    Limits,
+    WorkerConfig,
+    WorkerLogsConfig,
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -562,3 +569,52 @@ def test_worker_logs_rejects_a_zero_size(tmp_path: Path) -> None:
         load_config(config_path)
     assert "worker_logs.max_bytes" in str(caught.value)
     assert ":3:" in str(caught.value)
+
+
+def write_limits(tmp_path: Path, limits: str) -> Path:
+    (tmp_path / "Procfile").write_text("web: exec sleep 1\n")
+    config_path = tmp_path / "pazuzu.conf"
+    config_path.write_text(
+        f"applications:\n  shop:\n    procfile: {tmp_path}\n    limits: {{memory: 2G}}\n"
+        f"    workers:\n      web:\n        limits: {limits}\n"
+    )
+    return config_path
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ("{memory: 512M}", Limits(memory_bytes=512 * 1024**2)),
+        ("{memory: 1048576}", Limits(memory_bytes=1048576)),
+        ("{memory: 1.5GiB}", Limits(memory_bytes=3 * 1024**3 // 2)),
+        ("{cpu: 50%}", Limits(cpu_percent=50.0)),
+        ("{cpu: 1.5}", Limits(cpu_percent=150.0)),
+        ("{tasks: 100}", Limits(tasks=100)),
+    ],
+)
+def test_limits_read_sizes_percentages_and_cpus(
+    tmp_path: Path, limits: str, expected: Limits
+) -> None:
+    """Memory takes bytes or binary suffixes, cpu a percentage or CPUs, tasks a count."""
+    config = load_config(write_limits(tmp_path, limits))
+    assert config.applications[0].workers[0].limits == expected
+    assert config.applications[0].limits == Limits(memory_bytes=2 * 1024**3)
+
+
+@pytest.mark.parametrize(
+    ("limits", "key"),
+    [
+        ("{memory: lots}", "memory"),
+        ("{memory: 0}", "memory"),
+        ("{cpu: -5%}", "cpu"),
+        ("{cpu: fast}", "cpu"),
+        ("{tasks: 0}", "tasks"),
+        ("{swap: 1G}", "swap"),
+    ],
+)
+def test_a_bad_limit_is_an_error_naming_it(tmp_path: Path, limits: str, key: str) -> None:
+    """A limit that does not parse, or an unknown one, names its key path and line."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_limits(tmp_path, limits))
+    assert f"applications.shop.workers.web.limits.{key}" in str(caught.value)
+    assert ":7:" in str(caught.value)

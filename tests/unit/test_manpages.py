@@ -16,6 +16,7 @@ from pazuzu.manpages import (
     CGROUPS,
     CONFIG_ALIASES,
     CONFIG_REFERENCE,
+    LIMITS,
     TOP,
     WORKER,
     WORKER_LOGS,
@@ -36,6 +37,7 @@ ACCEPTED = {
     WORKER_LOGS: config._WORKER_LOGS_KEYS,
     APPLICATION: config._APP_KEYS,
     WORKER: config._WORKER_KEYS,
+    LIMITS: config._LIMITS_KEYS,
 }
 
 

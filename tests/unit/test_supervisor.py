@@ -13,7 +13,7 @@ import pytest
 from pazuzu.config import load_config
 from pazuzu.daemon import Supervisor
 from pazuzu.errors import ConfigError, SpecError
-from pazuzu.model import Exit, InstanceId, InstanceState, ObservedInstance
+from pazuzu.model import Exit, InstanceId, InstanceState, Limits, ObservedInstance
 from pazuzu.plan import desired_instances
 from tests.unit.fakes import Call, FakeBackend
 
@@ -725,7 +725,7 @@ def test_status_follows_the_documented_schema(tmp_path: Path) -> None:
     assert isinstance(status["daemon"]["version"], str)
     assert [a["name"] for a in status["applications"]] == ["myapp", "other"]
     myapp = status["applications"][0]
-    assert set(myapp) == {"name", "workers"}
+    assert set(myapp) == {"name", "limits", "workers"}
     assert [w["name"] for w in myapp["workers"]] == ["web", "queue"]
     web = myapp["workers"][0]
     assert {"name", "command_line", "desired", "instances"} <= set(web)
@@ -794,3 +794,25 @@ def test_status_of_an_unknown_worker_or_instance_raises_spec_error(
             await supervisor.status([spec])
 
     run(scenario)
+
+
+def test_reload_applies_changed_limits_without_restarting(tmp_path: Path) -> None:
+    """New web limits go to web.1 and web.2 live: no stop, no start; unchanged apps untouched."""
+    config_path = write_config(tmp_path)
+    backend = FakeBackend()
+
+    async def scenario() -> None:
+        supervisor = await running(config_path, backend)
+        text = config_path.read_text().replace(
+            "        num_instances: 2\n",
+            "        num_instances: 2\n        limits: {memory: 256M, tasks: 64}\n",
+        )
+        config_path.write_text(text)
+        await supervisor.reload()
+
+    run(scenario)
+    assert backend.calls == []
+    web = Limits(memory_bytes=256 * 1024**2, tasks=64)
+    assert backend.limits_set == [
+        ("myapp", Limits(), {WEB_1: web, WEB_2: web, InstanceId("myapp", "queue", 1): Limits()})
+    ]
