@@ -3,7 +3,7 @@
 Each subcommand prints one JSON object; times are CLOCK_MONOTONIC nanoseconds, the clock of
 the host and of the kernel's process events.
 
-    python -m contrib.bench.inside raw-start COUNT PREFIX MARKER
+    python -m contrib.bench.inside raw-start COUNT PREFIX MARKER [FIRST]
     python -m contrib.bench.inside stop-unit UNIT
     python -m contrib.bench.inside call SOCKET COMMAND ARG...   (scale CHANGE... / stop SPEC...)
     python -m contrib.bench.inside time-cmd REPS ARGV...
@@ -71,13 +71,13 @@ class JobWaiter:
             select.select([fd], [], [], 0.5)
 
 
-def raw_start(count: int, prefix: str, marker: str) -> dict[str, Any]:
+def raw_start(count: int, prefix: str, marker: str, first: int = 1) -> dict[str, Any]:
     """StartTransientUnit for COUNT units in a loop on one connection, the same properties
     pazuzu gives its units; returns when every start job is done."""
     waiter = JobWaiter()
     slice_name = f"{prefix}.slice"
     calls = []
-    for number in range(1, count + 1):
+    for number in range(first, first + count):
         spec = InstanceSpec(
             id=InstanceId(prefix, "web", number),
             command_line=f"exec /bin/sleep {marker}",
@@ -131,7 +131,7 @@ def time_cmd(reps: int, argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     command, rest = argv[0], argv[1:]
     if command == "raw-start":
-        out = raw_start(int(rest[0]), rest[1], rest[2])
+        out = raw_start(int(rest[0]), rest[1], rest[2], int(rest[3]) if rest[3:] else 1)
     elif command == "stop-unit":
         out = stop_unit(rest[0])
     elif command == "call":

@@ -79,9 +79,9 @@ class Bench:
             f"{count} pazuzu workers alive",
         )
 
-    def raw_start(self, count: int) -> float:
+    def raw_start(self, count: int, first: int = 1) -> float:
         mark = self.watch.mark()
-        out = self.inside("raw-start", str(count), RAW, MARK_RAW_SYSTEMD)
+        out = self.inside("raw-start", str(count), RAW, MARK_RAW_SYSTEMD, str(first))
         born = self.watch.new_pids(MARK_RAW_SYSTEMD, mark, count, timeout=120)
         if len(born) < count:
             raise RuntimeError(f"raw loop: only {len(born)} of {count} workers exec'd")
@@ -120,6 +120,8 @@ class Bench:
                     self.settle_web(0)
                 log(f"systemd: rep {rep + 1}/{options.reps}: raw D-Bus loop, {size} units")
                 r.add(f"sd.raw.{size}", "s", self.raw_start(size))
+                if size == 100:
+                    r.add("sd.raw150", "s", self.raw_start(50, first=101))
                 stop = self.raw_stop()
                 if size == 100:
                     r.add("sd.rawstop.100", "s", stop)
