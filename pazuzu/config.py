@@ -27,6 +27,7 @@ from pazuzu.errors import ConfigError
 from pazuzu.model import (
     BASE_PORT,
     DEFAULT_SOCKET_PATH,
+    DEFAULT_START_TIMEOUT,
     DEFAULT_STATE_PATH,
     DEFAULT_STOP_TIMEOUT,
     AppConfig,
@@ -56,7 +57,15 @@ _WORKER_LOGS_KEYS = ("directory", "keep", "max_bytes")
 _CGROUPS_KEYS = ("fs_root", "hierarchy_root", "subsystems")
 _HIERARCHY_ROOT_ALIAS = "hiearchy_root"  # the original Pazuzu's spelling
 _APP_KEYS = ("environment", "group", "limits", "procfile", "stop_timeout", "user", "workers")
-_WORKER_KEYS = ("command_line", "environment", "limits", "num_instances", "stop_timeout")
+_WORKER_KEYS = (
+    "command_line",
+    "environment",
+    "limits",
+    "notify",
+    "num_instances",
+    "start_timeout",
+    "stop_timeout",
+)
 _LIMITS_KEYS = ("cpu", "memory", "tasks")
 _SIZE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[KMGT]?)(?:i?B)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -126,6 +135,8 @@ def instance_spec(app: AppConfig, worker: WorkerConfig, number: int) -> Instance
         stop_timeout=worker.stop_timeout,
         limits=worker.limits,
         app_limits=app.limits,
+        notify=worker.notify,
+        start_timeout=worker.start_timeout,
     )
 
 
@@ -543,10 +554,18 @@ def _worker(
         stop_timeout=_field(fields, "stop_timeout", key, _seconds, stop_timeout),
         environment=_field(fields, "environment", key, _environment, {}),
         limits=_field(fields, "limits", key, _limits, Limits()),
+        notify=_field(fields, "notify", key, _boolean, False),
+        start_timeout=_field(fields, "start_timeout", key, _seconds, DEFAULT_START_TIMEOUT),
     )
 
 
 # Values: each takes a node and its dotted key, and returns the value or raises ConfigError
+
+
+def _boolean(node: _Node, key: str) -> bool:
+    if not isinstance(node.value, bool):
+        raise _fail(node, key, f"must be true or false, got {node.value!r}", "e.g. `true`")
+    return node.value
 
 
 def _limits(node: _Node, key: str) -> Limits:

@@ -270,19 +270,28 @@ class Supervisor:
             self._busy.discard(instance)
             self._forget(instance)
 
-    async def _replace_in_turn(self, specs: list[InstanceSpec]) -> None:
-        """Restart instances of one worker one at a time, so the worker keeps serving."""
+    async def _replace_in_turn(self, specs: list[InstanceSpec]) -> PazuzuError | None:
+        """Restart instances one at a time, each replacement up (or READY=1) before the next.
+
+        A replacement that fails halts the roll: the instances not reached keep running as
+        they are. Returns that failure, or None.
+        """
         for spec in specs:
             self._busy.add(spec.id)
         try:
             for spec in specs:
-                log.info("replacing %s: its definition changed", spec.id)
-                await self._restart_one(spec)
+                log.info("replacing %s", spec.id)
+                error = await self._restart_one(spec)
+                if error is not None:
+                    rest = [str(s.id) for s in specs[specs.index(spec) + 1 :]]
+                    log.error("%s; halted, untouched: %s", error, " ".join(rest) or "none left")
+                    return error
+            return None
         finally:
             for spec in specs:
                 self._busy.discard(spec.id)
 
-    async def _restart_one(self, spec: InstanceSpec) -> None:
+    async def _restart_one(self, spec: InstanceSpec) -> PazuzuError | None:
         self._busy.add(spec.id)
         try:
             await self.backend.stop(spec.id, timeout=spec.stop_timeout)
@@ -290,9 +299,10 @@ class Supervisor:
             await self.backend.start(spec, restart_delay=0.0)
             self._armed[spec.id] = 0.0
         except PazuzuError as error:
-            log.error("%s", error)
+            return error
         finally:
             self._busy.discard(spec.id)
+        return None
 
     def _forget(self, instance: InstanceId) -> None:
         for table in (self._failures, self._armed, self._held, self._last_exit, self._next_try):
@@ -379,8 +389,15 @@ class Supervisor:
         for spec in specs:
             self._forget(spec.id)
         groups = _by_worker(specs) if rolling else [[spec] for spec in specs]
-        await asyncio.gather(*(self._replace_in_turn(group) for group in groups))
+        failures = await asyncio.gather(*(self._replace_in_turn(group) for group in groups))
         await self.reconcile(wait=True)
+        failed = [error for error in failures if error is not None]
+        if failed:
+            raise PazuzuError(
+                "restart failed: " + "; ".join(str(error) for error in failed),
+                hint="a rolling restart stops at the first replacement that fails; the "
+                "instances after it keep running. See `pazuzu log` of the failed instance",
+            )
         return {"restarted": [str(spec.id) for spec in specs]}
 
     async def reload(self) -> dict[str, Any]:

@@ -223,6 +223,22 @@ CONFIG_REFERENCE: tuple[ConfigKey, ...] = (
     ),
     ConfigKey(
         WORKER,
+        "notify",
+        "true or false",
+        "false",
+        "The worker says when it is ready by sending READY=1 to $NOTIFY_SOCKET (sd_notify(3)): "
+        "starts and rolling restarts wait for it (systemd Type=notify; with libcgroup pazuzud "
+        "serves the socket). Otherwise an instance is ready once started.",
+    ),
+    ConfigKey(
+        WORKER,
+        "start_timeout",
+        "seconds (> 0)",
+        "60",
+        "How long a notify worker may take to send READY=1 before its start counts as failed.",
+    ),
+    ConfigKey(
+        WORKER,
         "limits",
         "mapping",
         "none",

@@ -16,6 +16,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/pazuzu/pazuzu.conf")
 DEFAULT_SOCKET_PATH = Path("/var/run/pazuzud.socket")
 DEFAULT_STATE_PATH = Path("/var/lib/pazuzu/state.json")
 DEFAULT_STOP_TIMEOUT = 10.0
+DEFAULT_START_TIMEOUT = 60.0
 BASE_PORT = 5000
 
 
@@ -124,6 +125,8 @@ class WorkerConfig:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     environment: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()  # each instance's
+    notify: bool = False  # ready when it sends READY=1 ($NOTIFY_SOCKET), not when it starts
+    start_timeout: float = DEFAULT_START_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,8 @@ class InstanceSpec:
     user: str | None = None
     group: str | None = None
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    notify: bool = False
+    start_timeout: float = DEFAULT_START_TIMEOUT
     # Limits change live, without a restart: they are not part of the fingerprint.
     limits: Limits = Limits()
     app_limits: Limits = Limits()
@@ -185,6 +190,7 @@ class InstanceSpec:
             self.group or "",
             repr(self.environment),
             repr(self.stop_timeout),
+            repr((self.notify, self.start_timeout)),
         ):
             digest.update(part.encode())
             digest.update(b"\0")

@@ -39,6 +39,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -205,6 +206,8 @@ class _Instance:
     logger: subprocess.Popen[bytes] | None = None
     pidfd: int | None = None
     task: asyncio.Task[None] | None = None  # handling an exit, then the respawn
+    ready: asyncio.Future[None] | None = None  # a notify worker's READY=1, while awaited
+    notify_socket: socket.socket | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # respawn now
 
 
@@ -353,13 +356,71 @@ class CgexecBackend:
             )
             self._instances[spec.id] = record
             try:
+                if spec.notify:
+                    self._listen_for_ready(record)
                 await self._launch(record)
             except BaseException:
+                self._close_notify(record)
                 self._instances.pop(spec.id, None)
                 if record.main_pid is None:  # nothing runs: leave nothing behind
                     await self._discard(spec.id, record)
                 raise
+        if record.ready is not None:
+            await self._await_ready(record, spec)
         log.info("started %s (pid %s)", spec.id, record.main_pid)
+
+    def notify_path(self, instance: InstanceId) -> Path:
+        return self._run_dir / "notify" / f"{instance}.socket"
+
+    def _listen_for_ready(self, record: _Instance) -> None:
+        """A $NOTIFY_SOCKET for the worker's READY=1, as systemd serves for Type=notify."""
+        assert self._loop is not None
+        assert record.spec is not None
+        path = self.notify_path(record.id)
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        if record.spec.user:  # only the worker's own user may say it is ready
+            with contextlib.suppress(KeyError):
+                os.chown(path, pwd.getpwnam(record.spec.user).pw_uid, -1)
+        ready: asyncio.Future[None] = self._loop.create_future()
+        record.ready, record.notify_socket = ready, sock
+
+        def received() -> None:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                while True:
+                    message = sock.recv(4096)
+                    if b"READY=1" in message.split(b"\n") and not ready.done():
+                        ready.set_result(None)
+
+        self._loop.add_reader(sock.fileno(), received)
+
+    async def _await_ready(self, record: _Instance, spec: InstanceSpec) -> None:
+        """Wait for READY=1; a worker that exits first or takes too long failed to start."""
+        assert record.ready is not None
+        try:
+            async with asyncio.timeout(spec.start_timeout):
+                await record.ready
+        except TimeoutError:
+            await self.stop(spec.id, spec.stop_timeout)
+            raise BackendError(
+                f"{spec.id} sent no READY=1 within {spec.start_timeout:g} s",
+                hint="a notify worker must send READY=1 to $NOTIFY_SOCKET (sd_notify(3))",
+            ) from None
+        finally:
+            self._close_notify(record)
+
+    def _close_notify(self, record: _Instance) -> None:
+        if record.notify_socket is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(record.notify_socket.fileno())
+            record.notify_socket.close()
+            record.notify_socket = None
+            self.notify_path(record.id).unlink(missing_ok=True)
+        record.ready = None
 
     async def stop(self, instance: InstanceId, timeout: float) -> None:
         async with self._lock(instance):
@@ -403,6 +464,8 @@ class CgexecBackend:
             self._write_limits(rel, spec.limits)
         environment = dict(spec.environment)
         environment.setdefault("PATH", SANE_PATH)
+        if record.notify_socket is not None:
+            environment["NOTIFY_SOCKET"] = str(self.notify_path(spec.id))
         output = await self._open_log_pipe(record)
         try:
             child = subprocess.Popen(
@@ -565,6 +628,12 @@ class CgexecBackend:
             record.pidfd = None
 
     def _main_exited(self, record: _Instance) -> None:
+        if record.ready is not None and not record.ready.done():
+            record.ready.set_exception(
+                BackendError(
+                    f"{record.id} exited before it sent READY=1 ({_exit_of(record.child)})"
+                )
+            )
         if record.phase is not _Phase.RUNNING or self._instances.get(record.id) is not record:
             return
         self._unwatch(record)

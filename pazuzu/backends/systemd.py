@@ -386,9 +386,13 @@ class SystemdBackend:
                 await self._call(lambda: self._reset_failed(unit))
                 await asyncio.sleep(0.05)
         self._delays[spec.id] = restart_delay
-        result = await self._wait_job(job, timeout=30.0)
+        # For a notify worker, the start job ends with READY=1, or fails.
+        result = await self._wait_job(job, timeout=spec.start_timeout + 30.0)
         if result != "done":
-            raise BackendError(f"starting {spec.id} ({unit}) ended with '{result}'")
+            raise BackendError(
+                f"starting {spec.id} ({unit}) ended with '{result}'"
+                + (" before READY=1" if spec.notify else "")
+            )
         log.info("started %s (%s)", spec.id, unit)
 
     def _start_transient(self, unit: str, properties: list[tuple[bytes, bytes, Any]]) -> bytes:
@@ -480,6 +484,7 @@ def _unit_properties(
                 f"PAZUZU_INSTANCE={instance.number}".encode(),
             ],
         ),
+        (b"Type", b"s", b"notify" if spec.notify else b"simple"),
         (b"Restart", b"s", b"always"),
         (b"RestartUSec", b"t", int(restart_delay * _USEC)),
         # 0 disables the start rate limit: a crash loop is paced by RestartUSec, never parked.
@@ -488,6 +493,10 @@ def _unit_properties(
         (b"TimeoutStopUSec", b"t", int(spec.stop_timeout * _USEC)),
         (b"CollectMode", b"s", b"inactive-or-failed"),
     ]
+    if spec.notify:
+        # Any process of the instance may say READY=1: dash forks the last command.
+        properties.append((b"NotifyAccess", b"s", b"all"))
+        properties.append((b"TimeoutStartUSec", b"t", int(spec.start_timeout * _USEC)))
     properties += _limit_properties(spec.limits, unset=None)
     if spec.user:
         properties.append((b"User", b"s", spec.user.encode()))
