@@ -73,6 +73,7 @@ class Supervisor:
         self._next_try: dict[InstanceId, float] = {}  # when a crashed instance runs again
         self._state_warning: str | None = None
         self._server: ControlServer | None = None
+        self._desired_cache: tuple[object, dict[InstanceId, InstanceSpec]] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -218,7 +219,7 @@ class Supervisor:
             for instance, seen in observed.items():
                 # Adopted units keep the restart delay an earlier daemon gave them.
                 self._armed.setdefault(instance, seen.restart_delay)
-            desired = desired_instances(self.config, self.formation)
+            desired = self._desired()
             now = time.monotonic()
             for instance in list(self._held):
                 if instance not in desired:
@@ -242,6 +243,13 @@ class Supervisor:
         if wait and started:
             await asyncio.gather(*started, return_exceptions=True)
         self.notifier.send(STATUS=self.summary())
+
+    def _desired(self) -> dict[InstanceId, InstanceSpec]:
+        """desired_instances(), computed again only when the configuration or formation change."""
+        key = (id(self.config), tuple(sorted(self.formation.items())))
+        if self._desired_cache is None or self._desired_cache[0] != key:
+            self._desired_cache = (key, desired_instances(self.config, self.formation))
+        return self._desired_cache[1]
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
@@ -384,7 +392,7 @@ class Supervisor:
             current = self.formation[key]
             self.formation[key] = replace(current, stopped=current.stopped - numbers)
         self._save_formation()
-        desired = desired_instances(self.config, self.formation)
+        desired = self._desired()
         specs = [desired[i] for i in _instances(matched) if i in desired]
         for spec in specs:
             self._forget(spec.id)

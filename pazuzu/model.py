@@ -179,8 +179,10 @@ class InstanceSpec:
     limits: Limits = Limits()
     app_limits: Limits = Limits()
 
-    @property
-    def fingerprint(self) -> str:
+    # Computed once: the planner compares it for every instance at every reconcile.
+    fingerprint: str = field(init=False, repr=False, compare=False, default="")
+
+    def __post_init__(self) -> None:
         """A short digest of what, when changed, requires a restart of the instance."""
         digest = hashlib.sha256()
         for part in (
@@ -194,7 +196,7 @@ class InstanceSpec:
         ):
             digest.update(part.encode())
             digest.update(b"\0")
-        return digest.hexdigest()[:12]
+        object.__setattr__(self, "fingerprint", digest.hexdigest()[:12])
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import functools
+import importlib.util
 import logging
 import re
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
+
+# pystemd's package __init__ imports its whole object layer, and lxml with it (about 35 ms and
+# 5 MiB); this backend needs only the bus binding, so the package is entered without it.
+if "pystemd" not in sys.modules:
+    _found = importlib.util.find_spec("pystemd")
+    if _found is not None and _found.submodule_search_locations is not None:
+        _package = types.ModuleType("pystemd")
+        _package.__path__ = list(_found.submodule_search_locations)
+        sys.modules["pystemd"] = _package
 
 from pystemd.dbuslib import DBus, apply_signature, path_decode
 
@@ -40,6 +54,7 @@ _PROPERTIES = b"org.freedesktop.DBus.Properties"
 _UNIT_PATH_PREFIX = b"/org/freedesktop/systemd1/unit"
 
 _USEC = 1_000_000
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
 _NO_VALUE = 2**64 - 1  # systemd's "not available" for counters (no accounting here)
 
 # waitpid(2) si_code values as systemd reports them in ExecMainCode.
@@ -57,7 +72,9 @@ _MAIN_PROCESS = frozenset(
     }
 )
 
-_FINGERPRINT = re.compile(r"\[([0-9a-f]{12})\]$")
+# The description ends with the definition's fingerprint and the restart delay the unit was
+# given: a re-attaching daemon reads both from ListUnits, without a call per unit.
+_FINGERPRINT = re.compile(r"\[([0-9a-f]{12})(?:, restart ([0-9.]+) s)?\]$")
 
 # Errors after which a fresh connection is worth one more try (the bus daemon drops idle ones).
 _RECONNECT_ERRNOS = {errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE, errno.EBADF}
@@ -271,6 +288,8 @@ class SystemdBackend:
             if instance is None or load != b"loaded":
                 continue
             match = _FINGERPRINT.search(description.decode(errors="replace"))
+            if match and match.group(2) and instance not in self._delays:
+                self._delays[instance] = float(match.group(2))
             observed = ObservedInstance(
                 id=instance,
                 state=_state_of(active.decode(), sub.decode()),
@@ -309,11 +328,10 @@ class SystemdBackend:
                     _SYSTEMD, path, _PROPERTIES, b"GetAll", apply_signature(b"s", [_SERVICE])
                 ).body
                 props = self._main[observed.id] = {k: everything[k] for k in _MAIN_PROCESS}
-            memory = int(self._get(path, b"MemoryCurrent"))
-            cpu = int(self._get(path, b"CPUUsageNSec"))
         except Exception as exc:  # the unit went away between the two calls
             log.debug("no details for %s: %s", observed.id, exc)
             return observed
+        memory, cpu = _accounting(self._control_group(observed.id))
         pid = int(props[b"MainPID"] or 0)
         started = int(props[b"ExecMainStartTimestamp"] or 0)
         exit_ts = int(props[b"ExecMainExitTimestamp"] or 0)
@@ -325,14 +343,20 @@ class SystemdBackend:
             last_exit=(
                 _exit_from(props[b"ExecMainCode"], props[b"ExecMainStatus"]) if exit_ts else None
             ),
-            memory_bytes=None if memory == _NO_VALUE else memory,
-            cpu_seconds=None if cpu == _NO_VALUE else cpu / 1e9,
+            memory_bytes=memory,
+            cpu_seconds=cpu,
         )
 
-    def _get(self, path: bytes, name: bytes) -> Any:
-        return self._calls.call_method(
-            _SYSTEMD, path, _PROPERTIES, b"Get", apply_signature(b"ss", [_SERVICE, name])
-        ).body
+    def _control_group(self, instance: InstanceId) -> str:
+        """The unit's cgroup, as systemd names it: `/pazuzu.slice/pazuzu-a.slice/<unit>`."""
+        return "/".join(
+            (
+                "",
+                naming.root_slice(self._prefix),
+                naming.app_slice(instance.app, self._prefix),
+                naming.unit_name(instance, self._prefix),
+            )
+        )
 
     def log_source(self, instances: list[InstanceId]) -> LogSource:
         return LogSource(journal_identifiers=tuple(naming.syslog_identifier(i) for i in instances))
@@ -434,7 +458,7 @@ class SystemdBackend:
                     b"StopUnit", apply_signature(b"ss", [unit.encode(), b"replace"])
                 )
             except Exception as exc:
-                if "NoSuchUnit" in _error_name(exc):
+                if _no_such_unit(exc):
                     return None
                 raise
             return job
@@ -443,10 +467,12 @@ class SystemdBackend:
             job = await self._call(stop_unit)
         except Exception as exc:
             raise BackendError(f"cannot stop {instance} ({unit}): {exc}") from exc
+        result = None
         if job is not None:
             # systemd itself sends SIGKILL after TimeoutStopSec; allow it time to do so.
-            await self._wait_job(job, timeout=timeout + 15.0)
-        await self._call(lambda: self._reset_failed(unit))
+            result = await self._wait_job(job, timeout=timeout + 15.0)
+        if result != "done":  # a unit left failed would keep its name: clear it
+            await self._call(lambda: self._reset_failed(unit))
         self._delays.pop(instance, None)
         self._main.pop(instance, None)
         log.info("stopped %s (%s)", instance, unit)
@@ -465,7 +491,11 @@ def _unit_properties(
     instance = spec.id
     env = [f"{key}={value}".encode() for key, value in spec.environment]
     properties: list[tuple[bytes, bytes, Any]] = [
-        (b"Description", b"s", f"pazuzu {instance} [{spec.fingerprint}]".encode()),
+        (
+            b"Description",
+            b"s",
+            f"pazuzu {instance} [{spec.fingerprint}, restart {restart_delay:g} s]".encode(),
+        ),
         (b"Slice", b"s", slice_name.encode()),
         (
             b"ExecStart",
@@ -533,6 +563,34 @@ def _property_array(properties: list[tuple[bytes, bytes, Any]]) -> list[tuple[in
     return args
 
 
+def _accounting(group: str) -> tuple[int | None, float | None]:
+    """Memory (bytes) and CPU time (s) of a unit, read from its cgroup as systemd does itself.
+
+    Reading the files costs microseconds, where asking systemd costs a D-Bus call per value.
+    On a cgroup2 host the files are in the unified tree; on a hybrid one in the v1 memory and
+    cpuacct hierarchies, when systemd enabled them for the unit. None where there are none.
+    """
+    relative = group.lstrip("/")
+    memory: int | None = None
+    cpu: float | None = None
+    with contextlib.suppress(OSError, ValueError):
+        memory = int((_CGROUP_ROOT / relative / "memory.current").read_text())
+    if memory is None:
+        with contextlib.suppress(OSError, ValueError):
+            usage = _CGROUP_ROOT / "memory" / relative / "memory.usage_in_bytes"
+            memory = int(usage.read_text())
+    with contextlib.suppress(OSError, ValueError):
+        for line in (_CGROUP_ROOT / relative / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                cpu = int(value) / 1e6
+    if cpu is None:
+        with contextlib.suppress(OSError, ValueError):
+            usage = _CGROUP_ROOT / "cpuacct" / relative / "cpuacct.usage"
+            cpu = int(usage.read_text()) / 1e9
+    return memory, cpu
+
+
 def _state_of(active: str, sub: str) -> InstanceState:
     if active in ("active", "reloading"):
         return InstanceState.RUNNING
@@ -550,6 +608,14 @@ def _exit_from(code: Any, status: Any) -> Exit:
     if code in (_CLD_KILLED, _CLD_DUMPED):
         return Exit(signal=status, core_dumped=code == _CLD_DUMPED)
     return Exit(status=status)
+
+
+def _no_such_unit(exc: BaseException) -> bool:
+    """Whether systemd answered that the unit is not loaded (pystemd maps it to ENOENT)."""
+    return "NoSuchUnit" in _error_name(exc) or getattr(exc, "errno", None) in (
+        errno.ENOENT,
+        -errno.ENOENT,
+    )
 
 
 def _error_name(exc: BaseException) -> str:
