@@ -140,6 +140,10 @@ def confine(request: Request, scope: Scope, config: Config) -> Request:
         case Command.SCALE:
             _check_scale(request.strings("changes"), owned, config)
             return request
+        case Command.RUN:
+            app = str(request.args.get("app", ""))
+            _check_owned(app, app, owned)
+            return request
         case Command.STATUS | Command.LOG | Command.START | Command.STOP | Command.RESTART:
             texts = request.strings("specs")
             confined = _confine_specs(texts, owned, config) if texts else sorted(owned)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import click
 
 from pazuzu import __version__, protocol
+from pazuzu.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH
 from pazuzu.errors import PazuzuError, SpecError
-from pazuzu.model import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -369,6 +370,42 @@ def log(ctx: Context, specs: tuple[str, ...], lines: int, follow: bool) -> None:
         os.execvp(argv[0], argv)
     except OSError as exc:
         fail(PazuzuError(f"cannot run journalctl: {exc}", hint="install systemd's journalctl"))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("app")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_context
+def run(ctx: Context, app: str, command: tuple[str, ...]) -> None:
+    """Run a one-off command like APP's instances: `pazuzu run myapp -- rake db:migrate`.
+
+    In the application's directory, environment (.env included, DYNO=run.N), user and slice
+    (systemd) or cgroup (libcgroup), attached to the terminal; exits with the command's status.
+    One argument is a shell command line; several are quoted as they are. Needs root.
+    """
+    from pazuzu import oneoff
+
+    if os.geteuid() != 0:
+        fail(
+            PazuzuError(
+                "pazuzu run needs root: it places the command in the application's slice or "
+                "cgroup and switches to the application's user",
+                hint="run it with sudo",
+            )
+        )
+    try:
+        spec = ctx.call(protocol.Command.RUN, app=app)
+    except PazuzuError as error:
+        fail(error)
+    token = str(os.getpid())
+    line = oneoff.command_line(command)
+    env = oneoff.environment(spec, os.environ, token)
+    try:
+        if spec["backend"] == "systemd":
+            oneoff.exec_in_scope(spec, line, env, token)
+        sys.exit(oneoff.run_in_cgroup(spec, line, env, token))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        fail(PazuzuError(f"cannot run the command: {exc}"))
 
 
 @main.command()

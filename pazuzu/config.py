@@ -14,7 +14,7 @@ import os
 import pwd
 import re
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -23,10 +23,10 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.reader import ReaderError
 
+from pazuzu.defaults import DEFAULT_SOCKET_PATH
 from pazuzu.errors import ConfigError
 from pazuzu.model import (
     BASE_PORT,
-    DEFAULT_SOCKET_PATH,
     DEFAULT_START_TIMEOUT,
     DEFAULT_STATE_PATH,
     DEFAULT_STOP_TIMEOUT,
@@ -115,29 +115,45 @@ def load_config(path: Path) -> Config:
 
 def instance_spec(app: AppConfig, worker: WorkerConfig, number: int) -> InstanceSpec:
     """Everything a backend needs to run instance `number` (1-based) of `worker`."""
-    instance = InstanceId(app.name, worker.name, number)
-    environment = {
+    return instance_specs(app, worker, (number,))[0]
+
+
+def instance_specs(
+    app: AppConfig, worker: WorkerConfig, numbers: Iterable[int]
+) -> list[InstanceSpec]:
+    """instance_spec for several numbers of one worker; what they share is worked out once."""
+    shared = {
         **app.environment,  # the `.env` file, overridden by the application's `environment`
         **worker.environment,
-        "PORT": str(BASE_PORT + 100 * worker.index + number - 1),  # foreman's rule
         "PAZUZU_APP": app.name,
         "PAZUZU_WORKER": worker.name,
-        "PAZUZU_INSTANCE": str(number),
-        "DYNO": instance.dyno,
     }
-    return InstanceSpec(
-        id=instance,
-        command_line=worker.command_line,
-        directory=app.directory,
-        environment=tuple(sorted(environment.items())),
-        user=app.user,
-        group=app.group,
-        stop_timeout=worker.stop_timeout,
-        limits=worker.limits,
-        app_limits=app.limits,
-        notify=worker.notify,
-        start_timeout=worker.start_timeout,
-    )
+    directory = app.directory
+    specs = []
+    for number in numbers:
+        instance = InstanceId(app.name, worker.name, number)
+        environment = {
+            **shared,
+            "PORT": str(BASE_PORT + 100 * worker.index + number - 1),  # foreman's rule
+            "PAZUZU_INSTANCE": str(number),
+            "DYNO": instance.dyno,
+        }
+        specs.append(
+            InstanceSpec(
+                id=instance,
+                command_line=worker.command_line,
+                directory=directory,
+                environment=tuple(sorted(environment.items())),
+                user=app.user,
+                group=app.group,
+                stop_timeout=worker.stop_timeout,
+                limits=worker.limits,
+                app_limits=app.limits,
+                notify=worker.notify,
+                start_timeout=worker.start_timeout,
+            )
+        )
+    return specs
 
 
 # Reading files, YAML and includes

@@ -24,9 +24,9 @@ import click
 from pazuzu import __version__, access, policy, protocol
 from pazuzu.backends import Backend, RunEnded, systemd_booted
 from pazuzu.config import load_config
+from pazuzu.defaults import DEFAULT_CONFIG_PATH
 from pazuzu.errors import PazuzuError, SpecError
 from pazuzu.model import (
-    DEFAULT_CONFIG_PATH,
     Config,
     Exit,
     InstanceId,
@@ -339,6 +339,8 @@ class Supervisor:
                 return self.log_source(request.strings("specs"))
             case protocol.Command.RELOAD:
                 return await self.reload()
+            case protocol.Command.RUN:
+                return self.run_spec(str(request.args["app"]))
         raise PazuzuError(f"unhandled command {request.command}")
 
     def _daemon_info(self) -> dict[str, Any]:
@@ -451,6 +453,27 @@ class Supervisor:
                 log.info("limits of %s applied to %d running instances", app.name, len(instances))
             except PazuzuError as error:
                 log.error("%s", error)
+
+    def run_spec(self, name: str) -> dict[str, Any]:
+        """What `pazuzu run` needs to run a one-off command like the application's instances."""
+        app = self.config.application(name)
+        if app is None:
+            raise SpecError(
+                f"no application {name!r} in the configuration",
+                hint=f"applications: {', '.join(a.name for a in self.config.applications)}",
+            )
+        cgroups = self.config.cgroups
+        return {
+            "backend": self.backend.name,
+            "app": app.name,
+            "directory": str(app.directory),
+            "environment": {**app.environment, "PAZUZU_APP": app.name},
+            "user": app.user,
+            "group": app.group,
+            "hierarchy_root": cgroups.hierarchy_root,
+            "fs_root": str(cgroups.fs_root),
+            "subsystems": list(cgroups.subsystems),
+        }
 
     def log_source(self, texts: list[str]) -> dict[str, Any]:
         instances = _instances(self._match_numbers(texts or ["*"]))

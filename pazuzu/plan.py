@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pazuzu.config import instance_spec
+from pazuzu.config import instance_specs
 from pazuzu.model import (
     Config,
     Formation,
@@ -44,8 +44,7 @@ def desired_instances(config: Config, formation: Formation) -> dict[InstanceId, 
             wanted = formation.get((app.name, worker.name))
             if wanted is None:
                 continue
-            for number in wanted.running_numbers():
-                spec = instance_spec(app, worker, number)
+            for spec in instance_specs(app, worker, wanted.running_numbers()):
                 desired[spec.id] = spec
     return desired
 

@@ -29,6 +29,7 @@ class Command(StrEnum):
     LOG = "log"
     RELOAD = "reload"
     PING = "ping"
+    RUN = "run"  # how to run a one-off command in an application's environment
 
 
 # The arguments each command takes, with their JSON types.
@@ -41,6 +42,7 @@ _ARGS: dict[Command, dict[str, type]] = {
     Command.LOG: {"specs": list},
     Command.RELOAD: {},
     Command.PING: {},
+    Command.RUN: {"app": str},
 }
 # Commands that need at least one spec or change.
 _NEEDS_TARGET = {
@@ -48,6 +50,7 @@ _NEEDS_TARGET = {
     Command.STOP: "specs",
     Command.RESTART: "specs",
     Command.SCALE: "changes",
+    Command.RUN: "app",
 }
 
 

@@ -26,7 +26,7 @@ from .stats import Figure, Results, Series, evaluate, markdown_table
 
 GROUPS = ("planner", "peers", "libcg", "systemd")
 PREFIXES = {
-    "planner": ("plan.",),
+    "planner": ("plan.", "desired."),
     "peers": ("supervisord.", "circus."),
     "libcg": ("cg.",),
     "systemd": ("sd.",),
@@ -282,7 +282,7 @@ def figures(big: int) -> list[Figure]:
             at_most(60.0),
         ),
         f(
-            "planner, 10,000 instances",
+            "planner (each reconcile), 10,000 instances",
             "plan.10000",
             "plan.1000",
             "1,000 instances",
@@ -291,6 +291,14 @@ def figures(big: int) -> list[Figure]:
         ),
         f("planner, 1,000 instances", "plan.1000", "plan.100", "100 instances", "linear", None),
         f("planner, 100 instances", "plan.100", "plan.10", "10 instances", "linear", None),
+        f(
+            "desired set rebuilt (scale, reload), 10,000 instances",
+            "desired.10000",
+            "desired.1000",
+            "1,000 instances",
+            "linear (<= ~10x of 1,000)",
+            lambda m, r: None if r is None else m.median <= 15 * r.median,
+        ),
         f(
             "daemon CPU, 1 worker writing 10 MB/s, systemd",
             "sd.cpu.flood",

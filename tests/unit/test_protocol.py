@@ -103,7 +103,9 @@ def test_an_unknown_command_hint_lists_the_commands() -> None:
     """The hint of an unknown command names every command there is."""
     with pytest.raises(ProtocolError) as caught:
         decode_request(b'{"command": "explode"}')
-    assert caught.value.hint == "commands: status, start, stop, restart, scale, log, reload, ping"
+    assert caught.value.hint == (
+        "commands: status, start, stop, restart, scale, log, reload, ping, run"
+    )
 
 
 def test_a_deeply_nested_request_is_refused_as_not_json() -> None:
