@@ -41,6 +41,7 @@ from pazuzu.model import (
 )
 from pazuzu.naming import escape
 from pazuzu.procfile import ENV_KEY_PATTERN, NAME_PATTERN, parse_dotenv, parse_procfile
+from pazuzu.unit_properties import OWNED, PROPERTIES, PropertyError, UnitProperties, check_value
 
 _TOP_KEYS = (
     "applications",
@@ -56,7 +57,16 @@ _TOP_KEYS = (
 _WORKER_LOGS_KEYS = ("directory", "keep", "max_bytes")
 _CGROUPS_KEYS = ("fs_root", "hierarchy_root", "subsystems")
 _HIERARCHY_ROOT_ALIAS = "hiearchy_root"  # the original Pazuzu's spelling
-_APP_KEYS = ("environment", "group", "limits", "procfile", "stop_timeout", "user", "workers")
+_APP_KEYS = (
+    "environment",
+    "group",
+    "limits",
+    "procfile",
+    "stop_timeout",
+    "systemd",
+    "user",
+    "workers",
+)
 _WORKER_KEYS = (
     "command_line",
     "environment",
@@ -65,6 +75,7 @@ _WORKER_KEYS = (
     "num_instances",
     "start_timeout",
     "stop_timeout",
+    "systemd",
 )
 _LIMITS_KEYS = ("cpu", "memory", "tasks")
 _SIZE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -122,6 +133,7 @@ def instance_specs(
     app: AppConfig, worker: WorkerConfig, numbers: Iterable[int]
 ) -> list[InstanceSpec]:
     """instance_spec for several numbers of one worker; what they share is worked out once."""
+    systemd = tuple(sorted({**dict(app.systemd), **dict(worker.systemd)}.items()))
     shared = {
         **app.environment,  # the `.env` file, overridden by the application's `environment`
         **worker.environment,
@@ -151,6 +163,7 @@ def instance_specs(
                 app_limits=app.limits,
                 notify=worker.notify,
                 start_timeout=worker.start_timeout,
+                systemd=systemd,
             )
         )
     return specs
@@ -491,6 +504,7 @@ def _application_from(
         group=_field(fields, "group", key, _group, None),
         environment=environment,
         limits=_field(fields, "limits", key, _limits, Limits()),
+        systemd=_field(fields, "systemd", key, _unit_properties, ()),
     )
 
 
@@ -572,6 +586,7 @@ def _worker(
         limits=_field(fields, "limits", key, _limits, Limits()),
         notify=_field(fields, "notify", key, _boolean, False),
         start_timeout=_field(fields, "start_timeout", key, _seconds, DEFAULT_START_TIMEOUT),
+        systemd=_field(fields, "systemd", key, _unit_properties, ()),
     )
 
 
@@ -591,6 +606,39 @@ def _limits(node: _Node, key: str) -> Limits:
         cpu_percent=_field(fields, "cpu", key, _cpu, None),
         tasks=_field(fields, "tasks", key, _positive_int, None),
     )
+
+
+def _unit_properties(node: _Node, key: str) -> UnitProperties:
+    """systemd unit properties, checked against the table of those pazuzu passes through."""
+    properties = {}
+    for name, child in _mapping(node, key).items():
+        property_key = _join(key, name)
+        prop = PROPERTIES.get(name)
+        if prop is None:
+            if name in OWNED:
+                hint = f"pazuzu sets {name} itself; use {OWNED[name]}"
+            else:
+                close = difflib.get_close_matches(name, list(PROPERTIES), n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"pazuzu passes these: {', '.join(sorted(PROPERTIES))}"
+                )
+            raise _fail(child, property_key, "unknown or unsupported systemd property", hint)
+        try:
+            properties[name] = check_value(prop, _plain(child), child.text)
+        except PropertyError as error:
+            raise _fail(child, property_key, str(error), error.hint) from None
+    return tuple(sorted(properties.items()))
+
+
+def _plain(node: _Node) -> object:
+    """The value of a node with the nodes inside it unwrapped."""
+    if isinstance(node.value, dict):
+        return {name: _plain(child) for name, child in node.value.items()}
+    if isinstance(node.value, list):
+        return [_plain(child) for child in node.value]
+    return node.value
 
 
 def _memory(node: _Node, key: str) -> int:

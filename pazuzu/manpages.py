@@ -193,6 +193,18 @@ CONFIG_REFERENCE: tuple[ConfigKey, ...] = (
         "changes without restarting anything.",
     ),
     ConfigKey(
+        APPLICATION,
+        "systemd",
+        "mapping of systemd unit properties",
+        "none",
+        "Sandboxing and other systemd unit properties for the instances of every worker, "
+        "passed through as given (`NoNewPrivileges: true`, `ProtectSystem: strict`, "
+        "`PrivateTmp: true`, `ReadWritePaths: [/srv/app/tmp]`); a worker's own `systemd` "
+        "overrides them property by property. Only the properties pazuzu knows are accepted, "
+        "with their value checked. A change restarts the instances. The libcgroup backend "
+        "cannot apply them: it logs a warning per worker and runs the instances without them.",
+    ),
+    ConfigKey(
         WORKER,
         "num_instances",
         "integer >= 0",
@@ -245,6 +257,14 @@ CONFIG_REFERENCE: tuple[ConfigKey, ...] = (
         "Limits on each instance of the worker (limits keys): on systemd properties of its "
         "unit, with libcgroup the files of its cgroup. A reload applies changes to running "
         "instances without restarting them.",
+    ),
+    ConfigKey(
+        WORKER,
+        "systemd",
+        "mapping of systemd unit properties",
+        "the application's",
+        "systemd unit properties of each instance, over the application's `systemd` (see "
+        "there): e.g. `{NoNewPrivileges: true, PrivateTmp: true}`. systemd backend only.",
     ),
     ConfigKey(
         LIMITS,

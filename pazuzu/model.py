@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pazuzu.defaults import DEFAULT_SOCKET_PATH
+from pazuzu.unit_properties import UnitProperties
 
 DEFAULT_STATE_PATH = Path("/var/lib/pazuzu/state.json")
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -126,6 +127,7 @@ class WorkerConfig:
     limits: Limits = Limits()  # each instance's
     notify: bool = False  # ready when it sends READY=1 ($NOTIFY_SOCKET), not when it starts
     start_timeout: float = DEFAULT_START_TIMEOUT
+    systemd: UnitProperties = ()  # unit properties of its own, over the application's
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ class AppConfig:
     group: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)  # from .env, then config
     limits: Limits = Limits()  # all instances of the application together
+    systemd: UnitProperties = ()  # unit properties of every worker's instances
 
     @property
     def directory(self) -> Path:
@@ -174,6 +177,7 @@ class InstanceSpec:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     notify: bool = False
     start_timeout: float = DEFAULT_START_TIMEOUT
+    systemd: UnitProperties = ()  # passed through to the unit; ignored by libcgroup
     # Limits change live, without a restart: they are not part of the fingerprint.
     limits: Limits = Limits()
     app_limits: Limits = Limits()
@@ -185,7 +189,7 @@ class InstanceSpec:
         """A short digest of what, when changed, requires a restart of the instance."""
         import hashlib  # here: the CLI imports this module, and hashlib costs it 10 ms
 
-        definition = (
+        definition: tuple[object, ...] = (
             self.command_line,
             str(self.directory),
             self.user or "",
@@ -195,6 +199,8 @@ class InstanceSpec:
             self.notify,
             self.start_timeout,
         )
+        if self.systemd:  # only when set: fingerprints made before it existed stay the same
+            definition += (self.systemd,)
         digest = hashlib.sha256(repr(definition).encode())
         object.__setattr__(self, "fingerprint", digest.hexdigest()[:12])
 

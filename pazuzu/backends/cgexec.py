@@ -238,6 +238,8 @@ class CgexecBackend:
         self._locks: dict[InstanceId, asyncio.Lock] = {}
         self._tree_lock = asyncio.Lock()  # creating and removing directories of the tree
         self._tools: dict[str, str] = {}
+        # Workers told that their `systemd:` properties do not apply here, with those properties.
+        self._warned: dict[tuple[str, str], object] = {}
 
     # -- connection ------------------------------------------------------------------------
 
@@ -333,6 +335,7 @@ class CgexecBackend:
     # -- actions ---------------------------------------------------------------------------
 
     async def start(self, spec: InstanceSpec, restart_delay: float) -> None:
+        self._warn_unit_properties(spec)
         async with self._lock(spec.id):
             record = self._instances.get(spec.id)
             if record is not None and record.phase in (_Phase.EXITING, _Phase.BACKOFF):
@@ -368,6 +371,20 @@ class CgexecBackend:
         if record.ready is not None:
             await self._await_ready(record, spec)
         log.info("started %s (pid %s)", spec.id, record.main_pid)
+
+    def _warn_unit_properties(self, spec: InstanceSpec) -> None:
+        """Say once per worker (and again if they change) that `systemd:` does not apply."""
+        worker = (spec.id.app, spec.id.worker)
+        if not spec.systemd or self._warned.get(worker) == spec.systemd:
+            return
+        self._warned[worker] = spec.systemd
+        log.warning(
+            "%s.%s: systemd properties do not apply with the libcgroup backend; its instances "
+            "run without %s",
+            spec.id.app,
+            spec.id.worker,
+            ", ".join(f"{name}=" for name, _ in spec.systemd),
+        )
 
     def notify_path(self, instance: InstanceId) -> Path:
         return self._run_dir / "notify" / f"{instance}.socket"
@@ -466,7 +483,17 @@ class CgexecBackend:
         environment.setdefault("PATH", SANE_PATH)
         if record.notify_socket is not None:
             environment["NOTIFY_SOCKET"] = str(self.notify_path(spec.id))
-        output = await self._open_log_pipe(record)
+        try:
+            output = await self._open_log_pipe(record)
+        except BackendError as exc:
+            # The worker matters more than its output: run it, say so, try again next start.
+            log.warning(
+                "%s: output discarded, its log cannot be written: %s (fix worker_logs.directory;"
+                " the next start or respawn tries again)",
+                spec.id,
+                exc,
+            )
+            output = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
             child = subprocess.Popen(
                 [*self._enter(rel), *credentials, "/bin/sh", "-c", spec.command_line],
@@ -1038,6 +1065,8 @@ class CgexecBackend:
             text = f"s{self._log_max_bytes}\nn{self._log_keep}\n"
             if not config.exists() or config.read_text() != text:
                 config.write_text(text)
+            if not os.access(path, os.W_OK | os.X_OK):  # e.g. a read-only mount
+                raise OSError(errno.EACCES, "not writable", str(path))
         except OSError as exc:
             raise BackendError(
                 f"cannot prepare the log directory {path} of {instance}: {exc}"

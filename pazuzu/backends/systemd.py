@@ -40,6 +40,7 @@ from pazuzu import naming
 from pazuzu.backends import ChangeCallback, ExitCallback, LogSource, RunEnded
 from pazuzu.errors import BackendError
 from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, Limits, ObservedInstance
+from pazuzu.unit_properties import PROPERTIES, PropertyValue
 
 log = logging.getLogger(__name__)
 
@@ -532,7 +533,22 @@ def _unit_properties(
         properties.append((b"User", b"s", spec.user.encode()))
     if spec.group:
         properties.append((b"Group", b"s", spec.group.encode()))
+    properties += [_passed_through(name, value) for name, value in spec.systemd]
     return properties
+
+
+def _passed_through(name: str, value: PropertyValue) -> tuple[bytes, bytes, Any]:
+    """A property of the worker's `systemd:`, encoded with its signature from the table."""
+    signature = PROPERTIES[name].signature.encode()
+    encoded: Any = value
+    if isinstance(value, str):
+        encoded = value.encode()
+    elif isinstance(value, tuple) and value and isinstance(value[0], bool):
+        allow, names = value  # (bas): an allow-list (true) or a deny-list, and its names
+        encoded = (allow, [str(item).encode() for item in names])
+    elif isinstance(value, tuple):
+        encoded = [str(item).encode() for item in value]
+    return name.encode(), signature, encoded
 
 
 def _limit_properties(limits: Limits, *, unset: int | None) -> list[tuple[bytes, bytes, Any]]:
