@@ -30,7 +30,7 @@ class Target(Protocol):
     def write_config(self, body: str) -> None: ...
     def app_dir(self, app: str) -> Path: ...
     def read_file(self, path: Path) -> str: ...
-    def start_daemon(self, *, check: bool = True) -> int: ...
+    def start_daemon(self, *, check: bool = True, env: dict[str, str] | None = None) -> int: ...
     def daemon_pid(self) -> int: ...
     def kill_daemon(self, sig: signal.Signals = signal.SIGKILL) -> None: ...
     def stop_daemon(self) -> None: ...
@@ -92,8 +92,17 @@ class Deployment:
 
     # -- the daemon ------------------------------------------------------------------------
 
-    def start_daemon(self, *, check: bool = True) -> int:
-        """`systemctl start pazuzud`: returns 0 once pazuzud sent READY=1 (Type=notify)."""
+    def start_daemon(self, *, check: bool = True, env: dict[str, str] | None = None) -> int:
+        """`systemctl start pazuzud`: returns 0 once pazuzud sent READY=1 (Type=notify).
+
+        `env` goes into pazuzud's own environment, with a drop-in (`Environment=`).
+        """
+        if env:
+            lines = "".join(f'Environment="{key}={value}"\n' for key, value in env.items())
+            self.container.write_file(
+                "/etc/systemd/system/pazuzud.service.d/environment.conf", "[Service]\n" + lines
+            )
+            self.sh("systemctl daemon-reload")
         return self.sh("systemctl start pazuzud", check=check, timeout=60).returncode
 
     def stop_daemon(self) -> None:
