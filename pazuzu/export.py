@@ -3,7 +3,8 @@
 For hosts that want systemd alone to run the applications, without `pazuzud`. Every
 application becomes `<prefix>-<app>.target`, which wants one instance of a template per worker,
 `<prefix>-<app>-<worker>@.service`, for each configured instance, all in `<prefix>-<app>.slice`:
-the same names, environment and stop behaviour as the transient units `pazuzud` creates.
+the same names, environment, stop behaviour and `systemd:` properties as the transient units
+`pazuzud` creates.
 
 systemd cannot compute foreman's `PORT` (5000 + 100 * worker index + instance - 1) from `%i`,
 so each wanted instance gets a drop-in that sets it:
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pazuzu import naming
 from pazuzu.config import instance_spec
 from pazuzu.model import AppConfig, Config, InstanceId, WorkerConfig
+from pazuzu.unit_properties import INFINITY, PropertyValue
 
 # The variables that differ between instances of a worker: specifiers in the template, except
 # PORT, which needs arithmetic and so comes from a per-instance drop-in.
@@ -107,7 +109,25 @@ def _template(app: AppConfig, worker: WorkerConfig, prefix: str) -> str:
         "KillMode=control-group",
         f"TimeoutStopSec={_seconds(worker.stop_timeout)}",
     ]
+    systemd = instance_spec(app, worker, 1).systemd
+    lines += [f"{name}={_property_value(name, value)}" for name, value in systemd]
     return "\n".join(lines) + "\n"
+
+
+def _property_value(name: str, value: PropertyValue) -> str:
+    """A `systemd:` property's value as a unit file writes it."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        if name == "UMask":
+            return f"{value:04o}"
+        return "infinity" if value == INFINITY else str(value)
+    if isinstance(value, str):
+        return _specifiers(value)
+    if value and isinstance(value[0], bool):
+        allow, names = value  # an allow-list, or a deny-list written with a leading ~
+        return ("" if allow else "~") + " ".join(_specifiers(str(n)) for n in names)
+    return " ".join(_quote(str(item)) for item in value)
 
 
 def _environment(app: AppConfig, worker: WorkerConfig) -> Iterator[str]:

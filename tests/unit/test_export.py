@@ -254,3 +254,41 @@ def test_export_of_an_invalid_configuration_fails_and_writes_nothing(tmp_path: P
     assert result.exit_code == 1
     assert "Procfile:1:" in result.output
     assert not out.exists()
+
+
+def test_systemd_properties_go_into_the_template_as_a_unit_file_writes_them(
+    tmp_path: Path,
+) -> None:
+    """`systemd:` of the application and the worker, merged as pazuzud merges them."""
+    config = configure(
+        tmp_path,
+        "web: exec serve\n",
+        "    systemd: {PrivateTmp: true, ProtectSystem: full}\n"
+        "    workers:\n      web:\n        systemd:\n"
+        "          ProtectSystem: strict\n          ReadWritePaths: [/srv/tmp, -/var/50%]\n"
+        "          RestrictAddressFamilies: [~AF_PACKET, AF_NETLINK]\n"
+        "          UMask: 0027\n          LimitNOFILE: infinity\n          NoNewPrivileges: no\n",
+    )
+    template = systemd_units(load_config(config))["pazuzu-shop-web@.service"]
+    assert template.endswith(
+        "TimeoutStopSec=10s\n"
+        "LimitNOFILE=infinity\n"
+        "NoNewPrivileges=no\n"
+        "PrivateTmp=yes\n"
+        "ProtectSystem=strict\n"
+        'ReadWritePaths="/srv/tmp" "-/var/50%%"\n'
+        "RestrictAddressFamilies=~AF_PACKET AF_NETLINK\n"
+        "UMask=0027\n"
+    )
+    units = tmp_path / "units"
+    write(systemd_units(load_config(config)), units)
+    if shutil.which("systemd-analyze") is not None:
+        result = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", "pazuzu-shop.target"],
+            cwd=units,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (result.returncode, result.stderr) == (0, "")
