@@ -60,6 +60,7 @@ from pazuzu.model import (
     Limits,
     ObservedInstance,
 )
+from pazuzu.unit_properties import UnitProperties
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class CgexecBackend:
         self._tree_lock = asyncio.Lock()  # creating and removing directories of the tree
         self._tools: dict[str, str] = {}
         # Workers told that their `systemd:` properties do not apply here, with those properties.
-        self._warned: dict[tuple[str, str], object] = {}
+        self._warned: dict[tuple[str, str], UnitProperties] = {}
 
     # -- connection ------------------------------------------------------------------------
 
