@@ -34,3 +34,9 @@ run:
 .PHONY: bench
 bench:
 	$(VENV)/python -m contrib.bench.run $(BENCH_ARGS)
+
+# The Debian package, build/pazuzu_<version>_<arch>.deb (needs root, or user namespaces):
+# a virtualenv in /opt/pazuzu, the units, /etc/pazuzu, man pages, completions (contrib/README.md).
+.PHONY: deb
+deb:
+	contrib/debian/build-deb
