@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import click
 
 from pazuzu import __version__, protocol
-from pazuzu.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH
+from pazuzu.defaults import DEFAULT_SOCKET_PATH
 from pazuzu.errors import PazuzuError, SpecError
+from pazuzu.options import config_option
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -421,16 +422,7 @@ def reload(ctx: Context) -> None:
 
 
 @main.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    envvar="PAZUZU_CONFIG",
-    default=DEFAULT_CONFIG_PATH,
-    show_default=True,
-    help="Configuration file to check (also $PAZUZU_CONFIG).",
-)
+@config_option("Configuration file to check")
 @pass_context
 def check(ctx: Context, config_path: Path) -> None:
     """Validate a configuration and its Procfiles, without a daemon."""
@@ -457,16 +449,7 @@ def check(ctx: Context, config_path: Path) -> None:
 @main.command("export")
 @click.argument("output_format", metavar="FORMAT", type=click.Choice(["systemd"]))
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    envvar="PAZUZU_CONFIG",
-    default=DEFAULT_CONFIG_PATH,
-    show_default=True,
-    help="Configuration to export (also $PAZUZU_CONFIG).",
-)
+@config_option("Configuration to export")
 @click.option(
     "--prefix",
     help="Unit name prefix.  [default: cgroups.hierarchy_root, i.e. the names pazuzud uses]",

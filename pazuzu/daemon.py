@@ -24,7 +24,6 @@ import click
 from pazuzu import __version__, access, policy, protocol
 from pazuzu.backends import Backend, RunEnded, systemd_booted
 from pazuzu.config import load_config
-from pazuzu.defaults import DEFAULT_CONFIG_PATH
 from pazuzu.errors import PazuzuError, SpecError
 from pazuzu.model import (
     Config,
@@ -37,6 +36,7 @@ from pazuzu.model import (
     WorkerFormation,
 )
 from pazuzu.notify import Notifier
+from pazuzu.options import config_option
 from pazuzu.plan import desired_instances, plan
 from pazuzu.server import ControlServer
 from pazuzu.spec import Spec, parse_scale, parse_spec
@@ -730,16 +730,7 @@ def _setup_logging(config: Config, debug: bool) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    envvar="PAZUZU_CONFIG",
-    default=DEFAULT_CONFIG_PATH,
-    show_default=True,
-    help="Configuration file (also $PAZUZU_CONFIG).",
-)
+@config_option("Configuration file")
 @click.option(
     "--backend",
     type=click.Choice(["auto", "systemd", "cgexec"]),
