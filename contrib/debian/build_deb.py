@@ -280,6 +280,8 @@ mount --bind "$STAGED_PREFIX" "$PREFIX"
 "$PREFIX/bin/pip" install --quiet --disable-pip-version-check --no-warn-script-location "$SRC"
 # The package runs pazuzu; installing into its venv is the package manager's job.
 "$PREFIX/bin/pip" uninstall --quiet --yes pip setuptools
+# Byte-code for what pip installed from an sdist too, so the daemon writes none at run time.
+"$PREFIX/bin/python" -m compileall -q "$PREFIX/lib"
 """
 
 
