@@ -55,6 +55,7 @@ class Exit:
     signal: int | None = None  # set when killed by a signal
     status: int | None = None  # exit status otherwise
     core_dumped: bool = False
+    out_of_memory: bool = False  # killed by the kernel's OOM killer (its memory limit)
 
     def __str__(self) -> str:
         if self.signal is not None:
@@ -62,7 +63,8 @@ class Exit:
                 name = signal.Signals(self.signal).name
             except ValueError:
                 name = f"signal {self.signal}"
-            return f"killed by {name}" + (" (core dumped)" if self.core_dumped else "")
+            cause = " (out of memory)" if self.out_of_memory else ""
+            return f"killed by {name}{cause}" + (" (core dumped)" if self.core_dumped else "")
         if self.status is None:
             return "unknown"
         meaning = _EXIT_MEANINGS.get(self.status)

@@ -45,7 +45,7 @@ import sys
 import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,7 @@ class _Instance:
     pidfd: int | None = None
     task: asyncio.Task[None] | None = None  # handling an exit, then the respawn
     ready: asyncio.Future[None] | None = None  # a notify worker's READY=1, while awaited
+    oom_kills: int = 0  # the cgroup's OOM-kill count when the run began
     notify_socket: socket.socket | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # respawn now
 
@@ -516,6 +517,7 @@ class CgexecBackend:
         record.main_pid = child.pid
         record.main_start = _start_ticks(child.pid)
         record.started_at = time.time()
+        record.oom_kills = self._oom_kills(rel)
         record.phase = _Phase.RUNNING
         record.wake.clear()
         self._save_metadata(record)
@@ -666,6 +668,10 @@ class CgexecBackend:
             return
         self._unwatch(record)
         ended = _exit_of(record.child)
+        if ended.signal == signal.SIGKILL and self._oom_kills(self.cgroup_path(record.id)) > (
+            record.oom_kills
+        ):
+            ended = replace(ended, out_of_memory=True)
         record.phase = _Phase.EXITING
         assert self._loop is not None
         record.task = self._loop.create_task(self._after_exit(record, ended))
@@ -1140,6 +1146,19 @@ class CgexecBackend:
                 (mount / rel / name).write_text(value)
             except OSError as exc:
                 log.warning("cannot set %s of %s to %s: %s", name, rel, value, exc)
+
+    def _oom_kills(self, rel: str) -> int:
+        """How many processes the OOM killer took in cgroup `rel` (its memory limit), ever."""
+        layout = self._require_layout()
+        if layout.memory is None:
+            return 0
+        name = "memory.events" if layout.unified else "memory.oom_control"
+        with contextlib.suppress(OSError, ValueError):
+            for line in (layout.memory / rel / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
 
     def _lock(self, instance: InstanceId) -> asyncio.Lock:
         return self._locks.setdefault(instance, asyncio.Lock())

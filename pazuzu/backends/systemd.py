@@ -235,9 +235,12 @@ class SystemdBackend:
             return  # that run ended before we were watching
 
         began = start if 0 < start <= exit_ts else previous_start
+        ended_by = _exit_from(changed.get(b"ExecMainCode", 0), changed.get(b"ExecMainStatus", 0))
+        if changed.get(b"Result") == b"oom-kill":  # systemd saw the kernel's OOM killer
+            ended_by = replace(ended_by, out_of_memory=True)
         ended = RunEnded(
             instance=instance,
-            exit=_exit_from(changed.get(b"ExecMainCode", 0), changed.get(b"ExecMainStatus", 0)),
+            exit=ended_by,
             run_seconds=max(0.0, (exit_ts - began) / _USEC) if began else 0.0,
         )
         self._on_exit(ended)

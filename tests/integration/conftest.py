@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.container import Container, nspawn_available
+from tests.integration.host import HostDeployment, require_host
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +26,14 @@ def systemd_container() -> Iterator[Container]:
     # start() registers stop() with atexit too, for exits that skip this finally.
     with Container() as container:
         yield container
+
+
+@pytest.fixture
+def host() -> Iterator[HostDeployment]:
+    """A pazuzud deployment with the libcgroup backend on this host's cgroups, cleaned after."""
+    require_host()
+    deployment = HostDeployment()
+    try:
+        yield deployment
+    finally:
+        deployment.cleanup()

@@ -39,6 +39,22 @@ def host_problem() -> str | None:
     return None
 
 
+def require_host() -> None:
+    """Skip a test that needs this host's cgroups where it cannot run, or fail it under CI.
+
+    Under CI a missing tool is a failure: a machine that lost its packages must not turn the
+    libcgroup tests into silent skips.
+    """
+    problem = host_problem()
+    if problem is None:
+        return
+    import pytest
+
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"libcgroup tests cannot run: {problem}", pytrace=False)
+    pytest.skip(f"libcgroup tests: {problem}")
+
+
 class HostDeployment:
     """One test's applications and pazuzud on the host; `cleanup()` removes every trace."""
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.container import VENV, wait_until
-from tests.integration.host import HostDeployment, host_problem
+from tests.integration.host import HostDeployment, require_host
 
 pytestmark = pytest.mark.cgexec
 
@@ -18,11 +18,7 @@ pytestmark = pytest.mark.cgexec
 @pytest.fixture
 def shop() -> Iterator[HostDeployment]:
     """pazuzud supervising `shop`: web.1, web.2 and queue.1, ready; removed after the test."""
-    problem = host_problem()
-    if problem is not None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"libcgroup tests cannot run: {problem}", pytrace=False)
-        pytest.skip(f"libcgroup tests: {problem}")
+    require_host()
     deployment = HostDeployment()
     try:
         deployment.write_procfile("shop", "web: exec sleep 1000\nqueue: exec sleep 1000\n")

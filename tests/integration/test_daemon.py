@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.container import wait_until
 from tests.integration.deployment import Deployment, Target
-from tests.integration.host import HostDeployment, host_problem
+from tests.integration.host import HostDeployment, require_host
 
 WEB1, WEB2, WEB3, WEB4 = (f"shop.web.{n}" for n in range(1, 5))
 QUEUE1 = "shop.queue.1"
@@ -35,11 +35,7 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Target]:
         systemd.install_service()
         target = systemd
     else:
-        problem = host_problem()
-        if problem is not None:
-            if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-                pytest.fail(f"libcgroup tests cannot run: {problem}", pytrace=False)
-            pytest.skip(f"libcgroup tests: {problem}")
+        require_host()
         target = HostDeployment()
     try:
         yield target

@@ -27,7 +27,7 @@ import pytest
 from pazuzu.config import load_config
 from pazuzu.errors import ConfigError
 from tests.integration.container import VENV, wait_until
-from tests.integration.host import HostDeployment, host_problem
+from tests.integration.host import HostDeployment, require_host
 
 pytestmark = pytest.mark.cgexec
 
@@ -38,11 +38,7 @@ RSS_GROWTH_LIMIT = 64 * 1024 * 1024
 @pytest.fixture
 def deployment(accounts: Accounts) -> Iterator[HostDeployment]:
     """A HostDeployment, removed before the test's accounts are (their workers go first)."""
-    problem = host_problem()
-    if problem is not None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"libcgroup tests cannot run: {problem}", pytrace=False)
-        pytest.skip(f"libcgroup tests: {problem}")
+    require_host()
     target = HostDeployment()
     target.root.chmod(0o755)  # the test users must reach the socket and the app directories
     try:

@@ -6,31 +6,16 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.container import CHECKOUT, VENV, wait_until
-from tests.integration.host import HostDeployment, host_problem, pid_alive
+from tests.integration.host import HostDeployment, pid_alive
 
 pytestmark = pytest.mark.cgexec
 
 SCRIPT = CHECKOUT / "contrib" / "init.d" / "pazuzud"
-
-
-@pytest.fixture
-def host() -> Iterator[HostDeployment]:
-    problem = host_problem()
-    if problem is not None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"libcgroup tests cannot run: {problem}", pytrace=False)
-        pytest.skip(f"libcgroup tests: {problem}")
-    deployment = HostDeployment()
-    try:
-        yield deployment
-    finally:
-        deployment.cleanup()
 
 
 class InitScript:

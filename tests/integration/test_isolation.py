@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.container import Container, wait_until
 from tests.integration.deployment import Deployment, Target
-from tests.integration.host import HostDeployment, host_problem
+from tests.integration.host import HostDeployment
 from tests.integration.test_daemon import deployment
 
 __all__ = ["deployment"]  # the fixture, parametrized over both backends
@@ -131,18 +131,6 @@ def test_changed_systemd_properties_restart_the_instances(deployment: Target) ->
 
 
 # -- output going nowhere ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def host() -> Iterator[HostDeployment]:
-    problem = host_problem()
-    if problem is not None:
-        pytest.skip(f"libcgroup tests: {problem}")
-    target = HostDeployment()
-    try:
-        yield target
-    finally:
-        target.cleanup()
 
 
 @contextlib.contextmanager

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.integration.container import wait_until
 from tests.integration.deployment import Deployment, Target
 from tests.integration.host import FS_ROOT, HostDeployment
@@ -131,3 +133,24 @@ def test_a_fork_bomb_is_held_by_the_task_limit(deployment: Target) -> None:
         assert len(deployment.instance_pids().get("bomb.web.1", set())) <= 20
     assert "bomb.ok.1" in deployment.running()
     assert deployment.cli("status", "bomb.ok").returncode == 0
+
+
+@pytest.mark.cgexec
+def test_an_instance_killed_over_its_memory_limit_says_out_of_memory(
+    host: HostDeployment,
+) -> None:
+    """A worker that outgrows `limits.memory` is OOM-killed; status says so in words."""
+    host.write_procfile("oom", "web: exec python3 -c 'b = bytearray(512 * 1024 * 1024)'\n")
+    host.write_config(
+        f"applications:\n  oom:\n    procfile: {host.app_dir('oom')}\n"
+        "    workers:\n      web:\n        limits: {memory: 64M}\n"
+    )
+    host.start_daemon()
+
+    def last_exit() -> str | None:
+        instance = host.status("oom")["applications"][0]["workers"][0]["instances"][0]
+        text: str | None = instance["last_exit"]
+        return text
+
+    wait_until(last_exit, timeout=20, message="the first out-of-memory kill")
+    assert last_exit() == "killed by SIGKILL (out of memory)"
