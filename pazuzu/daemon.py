@@ -73,6 +73,7 @@ class Supervisor:
         self._next_try: dict[InstanceId, float] = {}  # when a crashed instance runs again
         self._state_warning: str | None = None
         self._server: ControlServer | None = None
+        self._ready = asyncio.Event()  # re-attached and reconciled once
         self._desired_cache: tuple[object, dict[InstanceId, InstanceSpec]] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -83,14 +84,17 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         self.formation = self._initial_formation()
-        await self.backend.open(self._on_change, self._on_exit)
         server = ControlServer(
             socket_path, self.handle, self.config.socket_group, _app_users(self.config)
         )
         self._server = server
+        # The socket first: a second pazuzud stops there, before it touches any instance.
+        # Requests that arrive meanwhile wait for the first reconcile (see handle).
         await server.start()
         try:
+            await self.backend.open(self._on_change, self._on_exit)
             await self.reconcile(wait=True)
+            self._ready.set()
             self.notifier.send(READY="1", STATUS=self.summary())
             log.info("ready: %s", self.summary())
             async with asyncio.TaskGroup() as group:
@@ -320,6 +324,7 @@ class Supervisor:
 
     async def handle(self, request: protocol.Request) -> Any:
         request = access.admit(request, self.config)  # the caller's rights; AccessError if none
+        await self._ready.wait()
         match request.command:
             case protocol.Command.PING:
                 return self._daemon_info()
