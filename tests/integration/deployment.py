@@ -46,7 +46,22 @@ class Target(Protocol):
     def cleanup(self) -> None: ...
 
 
-class Deployment:
+class StatusByCli:
+    """`status()` through the deployment's own `pazuzu --json status`."""
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        raise NotImplementedError
+
+    def status(self, *specs: str) -> dict[str, Any]:
+        result = self.cli("--json", "status", *specs, check=False)
+        assert result.returncode in (0, 3), result.stderr  # 3: something should run but doesn't
+        document: dict[str, Any] = json.loads(result.stdout)
+        return document
+
+
+class Deployment(StatusByCli):
     """One test's applications and daemon; `cleanup()` removes every trace of them."""
 
     backend = "systemd"
@@ -137,12 +152,6 @@ class Deployment:
             check=check,
             timeout=timeout,
         )
-
-    def status(self, *specs: str) -> dict[str, Any]:
-        result = self.cli("--json", "status", *specs, check=False)
-        assert result.returncode in (0, 3), result.stderr
-        document: dict[str, Any] = json.loads(result.stdout)
-        return document
 
     # -- ground truth ----------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ way systemd would: pazuzud gets a `$NOTIFY_SOCKET` served by the test and must s
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -19,9 +18,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from tests.integration.container import CHECKOUT, VENV, wait_until
+from tests.integration.deployment import StatusByCli
 
 FS_ROOT = Path("/sys/fs/cgroup")
 SUBSYSTEMS = ("memory", "cpu", "cpuacct", "blkio")
@@ -55,7 +54,7 @@ def require_host() -> None:
     pytest.skip(f"libcgroup tests: {problem}")
 
 
-class HostDeployment:
+class HostDeployment(StatusByCli):
     """One test's applications and pazuzud on the host; `cleanup()` removes every trace."""
 
     backend = "cgexec"
@@ -216,12 +215,6 @@ class HostDeployment:
             capture_output=True,
             text=True,
         )
-
-    def status(self, *specs: str) -> dict[str, Any]:
-        result = self.cli("--json", "status", *specs, check=False)
-        assert result.returncode in (0, 3), result.stderr
-        document: dict[str, Any] = json.loads(result.stdout)
-        return document
 
     # -- ground truth ----------------------------------------------------------------------
 
