@@ -426,7 +426,7 @@ _DAEMON_DESCRIPTION = """
 pazuzud keeps the desired number of instances of every worker of every configured application
 running. On a host booted with systemd each instance is a transient service,
 pazuzu-<app>-<worker>@<n>.service in pazuzu-<app>.slice; elsewhere each runs in its own
-cgroup, made with cgcreate and entered with cgexec.
+cgroup, in the layout libcgroup's cgcreate and cgexec use.
 
 Workers outlive the daemon: stopping, killing or crashing pazuzud leaves them running, and
 the next pazuzud re-attaches to them by cgroup membership and starts no duplicate. Crashed

@@ -1,12 +1,16 @@
-"""The libcgroup backend: instances in cgroups made with `cgcreate` and entered with `cgexec`.
+"""The libcgroup backend: instances in cgroups laid out as libcgroup's `cgcreate`/`cgexec` do.
 
 For hosts without systemd. It gives the daemon the contract the systemd backend gives:
 
 - every instance lives in `<fs_root>/<subsystem>/<hierarchy_root>/<app>/<worker>/<n>` for each
   mounted configured subsystem, plus the freezer's hierarchy (so a stop can freeze it); on a
-  pure cgroup2 host the same tree sits in the unified hierarchy, where cgroup-tools 2.0 cannot
-  create a group without a controller (`cgcreate -g :path` is refused), so there it is made
-  with mkdir and entered by writing `cgroup.procs`;
+  pure cgroup2 host the same tree sits in the unified hierarchy. The groups are the ones
+  `cgcreate -g <subsystems>:/<path>` makes, and `cgget`, `cgset` and `lscgroup` work on them,
+  but the backend makes them with mkdir and puts processes in them by writing `cgroup.procs`
+  itself: a start costs no process beyond the worker's own (and its logger's, once);
+- a new worker's shell waits on a pipe until the daemon has written its pid into every
+  hierarchy's `cgroup.procs`, so nothing it runs or forks ever starts outside its cgroups,
+  and a start returns with the worker already in them (nothing polls);
 - instances run detached (own session, stdin `/dev/null`, no pipe to the daemon), so they outlive
   it; a new backend re-attaches by reading `cgroup.procs`, trusting a recorded main pid only
   while it is still a member of its cgroup with the same start time;
@@ -44,7 +48,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -78,7 +82,9 @@ _METADATA_VERSION = 1
 _FREEZE_WAIT = 0.5  # until the freezer says FROZEN
 _KILL_WAIT = 5.0  # after SIGKILL, until the cgroup is empty
 _LOGGER_WAIT = 2.0  # at a stop, until the logger has read what is left in its FIFO
-_ENTER_WAIT = 2.0  # until a new process has moved itself into its cgroups
+# A new worker's shell reads "go" on its stdin once it is in its cgroups, then runs its
+# command with stdin /dev/null; it exits unrun if the daemon goes away first (end of file).
+_GATE = 'read -r gate && [ "$gate" = go ] && exec "$@" </dev/null'
 
 
 def is_available(cgroups: CgroupsConfig) -> str | None:
@@ -92,10 +98,6 @@ def is_available(cgroups: CgroupsConfig) -> str | None:
             f"{', '.join(cgroups.subsystems) or '(none)'} nor the freezer is mounted there, "
             "and it is not a cgroup2 mount (set cgroups.fs_root to where cgroups are mounted)"
         )
-    if not layout.unified:
-        missing = [tool for tool in ("cgcreate", "cgexec") if shutil.which(tool) is None]
-        if missing:
-            return f"{' and '.join(missing)} not found: install cgroup-tools"
     if shutil.which("svlogd") is None:
         return "svlogd not found: install runit (its svlogd writes the instances' log files)"
     return None
@@ -106,7 +108,7 @@ class _Hierarchy:
     """One mounted cgroup hierarchy that instances join."""
 
     mount: Path
-    subsystems: tuple[str, ...]  # as cgcreate/cgexec name them; empty on cgroup2
+    subsystems: tuple[str, ...]  # as libcgroup names them; empty on cgroup2
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +257,7 @@ class CgexecBackend:
         self._loop = asyncio.get_running_loop()
         self._on_change = on_change
         self._on_exit = on_exit
-        for tool in ("cgcreate", "cgexec", "svlogd", "setpriv"):
+        for tool in ("svlogd", "setpriv"):
             self._tools[tool] = shutil.which(tool) or tool
         if layout.skipped:
             log.info(
@@ -496,10 +498,11 @@ class CgexecBackend:
                 exc,
             )
             output = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        gate, release = os.pipe2(os.O_CLOEXEC)
         try:
             child = subprocess.Popen(
-                [*self._enter(rel), *credentials, "/bin/sh", "-c", spec.command_line],
-                stdin=subprocess.DEVNULL,
+                ["/bin/sh", "-c", _GATE, "sh", *credentials, "/bin/sh", "-c", spec.command_line],
+                stdin=gate,
                 stdout=output,
                 stderr=output,
                 cwd=spec.directory,
@@ -507,12 +510,22 @@ class CgexecBackend:
                 start_new_session=True,
             )
         except OSError as exc:
+            os.close(release)
             raise BackendError(
                 f"cannot start {spec.id}: {exc}",
                 hint=f"check that {spec.directory} exists and is a directory",
             ) from exc
         finally:
+            os.close(gate)
             os.close(output)
+        try:
+            self._attach(child.pid, rel)
+        except BackendError:
+            os.close(release)  # its shell reads end of file and exits without running anything
+            _reap(child)
+            raise
+        os.write(release, b"go\n")
+        os.close(release)
         record.child = child
         record.main_pid = child.pid
         record.main_start = _start_ticks(child.pid)
@@ -522,7 +535,6 @@ class CgexecBackend:
         record.wake.clear()
         self._save_metadata(record)
         self._watch(record)
-        await self._await_entered(record, rel)
 
     async def _open_log_pipe(self, record: _Instance) -> int:
         """A write end of the instance's log FIFO, starting its logger when none reads it.
@@ -553,7 +565,7 @@ class CgexecBackend:
         stdin = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
         try:
             record.logger = subprocess.Popen(
-                [*self._enter(logger_rel), *self._logger_argv(log_dir)],
+                self._logger_argv(log_dir),
                 stdin=stdin,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -565,7 +577,13 @@ class CgexecBackend:
             raise BackendError(f"cannot start the logger of {record.id}: {exc}") from exc
         finally:
             os.close(stdin)
-        await self._await_pid_entered(record.logger.pid, logger_rel, lambda: True)
+        # svlogd never forks, so it can join its cgroup after it started.
+        try:
+            self._attach(record.logger.pid, logger_rel)
+        except BackendError:
+            _reap(record.logger)
+            record.logger = None
+            raise
 
     def _logger_argv(self, log_dir: Path) -> list[str]:
         # -tt: a sortable UTC timestamp per line; -b: fewer reads when a worker floods.
@@ -599,44 +617,16 @@ class CgexecBackend:
         argv.append("--init-groups" if spec.user else "--clear-groups")
         return argv
 
-    def _enter(self, rel: str) -> list[str]:
-        """The command prefix that runs a command inside cgroup `rel`."""
-        layout = self._require_layout()
-        if layout.unified:
-            # cgexec cannot name a controller-less cgroup2 group; the shell moves itself, then
-            # execs the command (same pid).
-            procs = layout.fs_root / rel / "cgroup.procs"
-            return ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', str(procs)]
-        groups = ",".join(s for h in layout.hierarchies for s in h.subsystems)
-        return [self._tools["cgexec"], "-g", f"{groups}:/{rel}"]
-
-    async def _await_entered(self, record: _Instance, rel: str) -> None:
-        """Wait until the new main process is in its cgroups, so callers see it there."""
-        pid = record.main_pid
-        assert pid is not None
-
-        def current() -> bool:
-            return record.phase is _Phase.RUNNING and record.main_pid == pid
-
-        await self._await_pid_entered(pid, rel, current)
-
-    async def _await_pid_entered(self, pid: int, rel: str, current: Callable[[], bool]) -> None:
-        """Wait (bounded) until `pid` moved itself into cgroup `rel` of every hierarchy."""
-        wanted = len(self._require_layout().hierarchies)
-        suffix = f":/{rel}"
-        deadline = time.monotonic() + _ENTER_WAIT
-        delay = 0.001
-        while time.monotonic() < deadline and current():
+    def _attach(self, pid: int, rel: str) -> None:
+        """Move process `pid` into cgroup `rel` of every hierarchy, as `cgexec` would."""
+        for path in self._all_dirs(rel):
             try:
-                lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-            except OSError:
-                return  # it already ended
-            if sum(1 for line in lines if line.endswith(suffix)) >= wanted:
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        if current():
-            log.warning("pid %d did not join the cgroup %s within %.0f s", pid, rel, _ENTER_WAIT)
+                (path / "cgroup.procs").write_text(f"{pid}\n")
+            except OSError as exc:
+                raise BackendError(
+                    f"cannot put pid {pid} into the cgroup {path}: {exc}",
+                    hint="check that the cgroup hierarchies under cgroups.fs_root are writable",
+                ) from exc
 
     # -- watching ------------------------------------------------------------------------
 
@@ -887,25 +877,28 @@ class CgexecBackend:
                 if layout.unified:
                     self._make_unified(rel)
                 else:
-                    await self._cgcreate(rel, logger_rel)
+                    self._make_v1(logger_rel)
             self._set_frozen(rel, False)
 
-    async def _cgcreate(self, *rels: str) -> None:
-        layout = self._require_layout()
-        groups = ",".join(s for h in layout.hierarchies for s in h.subsystems)
-        argv = [self._tools["cgcreate"]]
-        for rel in rels:
-            argv += ["-g", f"{groups}:/{rel}"]
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        output, _ = await process.communicate()
-        if process.returncode != 0:
-            raise BackendError(
-                f"cgcreate -g {groups}:/{rels[0]} failed: "
-                f"{output.decode(errors='replace').strip()}",
-                hint=f"check that the cgroup hierarchies are mounted under {layout.fs_root}",
-            )
+    def _make_v1(self, rel: str) -> None:
+        """Make cgroup `rel` and its parents in every hierarchy, as `cgcreate` does."""
+        for hierarchy in self._require_layout().hierarchies:
+            path = hierarchy.mount
+            try:
+                for part in rel.split("/"):
+                    parent, path = path, path / part
+                    try:
+                        path.mkdir()
+                    except FileExistsError:
+                        continue
+                    if "cpuset" in hierarchy.subsystems:
+                        _inherit_cpuset(parent, path)
+            except OSError as exc:
+                raise BackendError(
+                    f"cannot create the cgroup {path}: {exc}",
+                    hint=f"check that the cgroup hierarchies are mounted under "
+                    f"{self._require_layout().fs_root}",
+                ) from exc
 
     def _make_unified(self, rel: str) -> None:
         layout = self._require_layout()
@@ -1230,6 +1223,13 @@ def _enable_controllers(path: Path, controllers: Iterable[str]) -> None:
                 control.write_text(f"+{controller}")
             except OSError as exc:
                 log.info("cannot enable the %s controller in %s: %s", controller, path, exc)
+
+
+def _inherit_cpuset(parent: Path, child: Path) -> None:
+    """A new v1 cpuset group starts with no CPUs nor memory nodes: give it its parent's."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not (child / name).read_text().strip():
+            (child / name).write_text((parent / name).read_text())
 
 
 def _remove_empty(path: Path, stop: Path) -> None:

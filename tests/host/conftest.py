@@ -108,8 +108,8 @@ class Host:
     def cleanup(self) -> None:
         """Kill every process left in the test's hierarchy, reap ours, remove the cgroups.
 
-        Repeated until the directories are gone: a process still on its way in (cgexec moves
-        itself after the fork) shows up only later.
+        Repeated until the directories are gone: a process forked while its cgroup was being
+        emptied shows up only later.
         """
         killed: set[int] = set()
         deadline = time.monotonic() + 10.0

@@ -73,6 +73,74 @@ def test_start_puts_the_main_process_in_every_mounted_subsystem(host: Host) -> N
     host.run(scenario)
 
 
+def test_what_a_worker_forks_at_once_starts_inside_its_cgroups(host: Host) -> None:
+    """A child forked by the command's first line is in the instance's cgroups from birth.
+
+    The worker's shell is held until the daemon has put it in its cgroups, so no process of
+    an instance can escape a stop by starting before the move. libcgroup's own `lscgroup`
+    lists the groups the backend made.
+    """
+
+    async def scenario() -> None:
+        backend, _ = await host.open()
+        await backend.start(host.spec("sleep 1001 & exec sleep 1000"), restart_delay=0.0)
+        dirs = instance_dirs(backend)
+        pid = main_pid(backend)
+        assert pid is not None
+        # No wait: start() returns with the main process in every hierarchy.
+        assert all(pid in procs(d) for d in dirs), [str(d) for d in dirs if pid not in procs(d)]
+
+        def forked() -> set[int]:
+            return {
+                int(p.name)
+                for p in Path("/proc").iterdir()
+                if p.name.isdigit() and _comm_and_ppid(p) == ("sleep", pid)
+            }
+
+        await wait_for(lambda: bool(forked()), what="the background sleep")
+        (child,) = forked()
+        assert all(child in procs(d) for d in dirs)
+        listed = subprocess.run(
+            ["lscgroup", f"memory:/{host.cgroups.hierarchy_root}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert f"memory:/{host.cgroups.hierarchy_root}/app/web/1" in listed
+
+    host.run(scenario)
+
+
+def _comm_and_ppid(proc: Path) -> tuple[str, int] | None:
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return comm, int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def test_a_cpuset_group_gets_its_parents_cpus_and_memory_nodes(host: Host) -> None:
+    """With `cpuset` configured, the new groups inherit the CPUs and nodes a worker needs."""
+    if not (FS_ROOT / "cpuset" / "cpuset.cpus").exists():
+        pytest.skip("no v1 cpuset hierarchy on this host")
+    host.cgroups = CgroupsConfig(
+        hierarchy_root=host.cgroups.hierarchy_root, subsystems=("memory", "cpuset")
+    )
+
+    async def scenario() -> None:
+        backend, _ = await host.open()
+        await backend.start(host.spec(SLEEP), restart_delay=0.0)
+        pid = await observed_pid(backend)
+        group = FS_ROOT / "cpuset" / host.cgroups.hierarchy_root / "app" / "web" / "1"
+        assert pid in procs(group)
+        top = (FS_ROOT / "cpuset" / "cpuset.cpus").read_text().strip()
+        assert (group / "cpuset.cpus").read_text().strip() == top
+        assert (group / LOG_CGROUP / "cpuset.mems").read_text().strip()
+
+    host.run(scenario)
+
+
 def test_environment_and_directory_are_exactly_the_specs(host: Host) -> None:
     """The command sees the spec's environment plus PATH, and runs in the spec's directory.
 

@@ -30,9 +30,9 @@ def host_problem() -> str | None:
     """Why the libcgroup tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "needs root"
-    for tool in ("cgcreate", "cgexec"):
+    for tool, package in (("svlogd", "runit"), ("cgget", "cgroup-tools")):
         if shutil.which(tool) is None:
-            return f"{tool} is missing (apt-get install cgroup-tools)"
+            return f"{tool} is missing (apt-get install {package})"
     if not (FS_ROOT / "memory").is_dir() and not (FS_ROOT / "cgroup.controllers").exists():
         return f"no cgroup filesystem under {FS_ROOT}"
     return None

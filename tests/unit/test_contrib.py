@@ -160,10 +160,8 @@ def test_control_file_names_the_dependencies() -> None:
     assert fields["Version"] == "0.1.0"
     assert fields["Architecture"] == "amd64"
     assert fields["Installed-Size"] == "2048"
-    assert fields["Depends"] == (
-        "python3 (>= 3.11), python3 (<< 3.12), libsystemd0, cgroup-tools, runit"
-    )
-    assert fields["Recommends"] == "systemd"
+    assert fields["Depends"] == ("python3 (>= 3.11), python3 (<< 3.12), libsystemd0, runit")
+    assert fields["Recommends"] == "systemd, cgroup-tools"
     assert build_deb.deb_name("0.1.0", "amd64") == "pazuzu_0.1.0_amd64.deb"
 
 
