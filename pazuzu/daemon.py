@@ -63,6 +63,7 @@ class Supervisor:
         self._reload_requested = asyncio.Event()
         self._reconcile_lock = asyncio.Lock()
         self._busy: set[InstanceId] = set()  # an action on it is under way
+        self._passed_by: set[InstanceId] = set()  # busy when a reconcile ran: look again after
         self._tasks: set[asyncio.Task[None]] = set()
         # Crash-loop bookkeeping, per instance.
         self._failures: dict[InstanceId, int] = {}
@@ -158,7 +159,18 @@ class Supervisor:
     # -- reconcile -------------------------------------------------------------------------
 
     def _on_change(self, instance: InstanceId) -> None:
-        self._wake.set()
+        # An instance under way changes because of that action: its end looks again if needed.
+        # Without this, each of the signals of a 100-unit scale would run a reconcile (and a
+        # ListUnits call) that can do nothing for the instances it is waiting on.
+        if instance not in self._busy:
+            self._wake.set()
+
+    def _idle(self, instance: InstanceId) -> None:
+        """The action on `instance` ended: reconcile again if one passed it by meanwhile."""
+        self._busy.discard(instance)
+        if instance in self._passed_by:
+            self._passed_by.discard(instance)
+            self._wake.set()
 
     def _on_exit(self, ended: RunEnded) -> None:
         instance = ended.instance
@@ -189,7 +201,7 @@ class Supervisor:
         try:
             await self.backend.stop(instance, timeout=self._stop_timeout(instance))
         finally:
-            self._busy.discard(instance)
+            self._idle(instance)
         await asyncio.sleep(max(0.0, self._held.get(instance, 0.0) - time.monotonic()))
         self._held.pop(instance, None)
         self._wake.set()
@@ -228,6 +240,7 @@ class Supervisor:
             for instance in list(self._held):
                 if instance not in desired:
                     self._held.pop(instance)
+            self._passed_by |= self._busy
             held = frozenset(self._busy) | {i for i, t in self._held.items() if t > now}
             actions = plan(desired, observed, held)
             started: list[asyncio.Task[None]] = []
@@ -270,7 +283,7 @@ class Supervisor:
         except PazuzuError as error:
             log.error("%s", error)
         finally:
-            self._busy.discard(spec.id)
+            self._idle(spec.id)
 
     async def _stop_instance(self, instance: InstanceId) -> None:
         self._busy.add(instance)
@@ -279,7 +292,7 @@ class Supervisor:
         except PazuzuError as error:
             log.error("%s", error)
         finally:
-            self._busy.discard(instance)
+            self._idle(instance)
             self._forget(instance)
 
     async def _replace_in_turn(self, specs: list[InstanceSpec]) -> PazuzuError | None:
@@ -301,7 +314,7 @@ class Supervisor:
             return None
         finally:
             for spec in specs:
-                self._busy.discard(spec.id)
+                self._idle(spec.id)
 
     async def _restart_one(self, spec: InstanceSpec) -> PazuzuError | None:
         self._busy.add(spec.id)
@@ -313,7 +326,7 @@ class Supervisor:
         except PazuzuError as error:
             return error
         finally:
-            self._busy.discard(spec.id)
+            self._idle(spec.id)
         return None
 
     def _forget(self, instance: InstanceId) -> None:

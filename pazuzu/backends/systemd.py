@@ -2,15 +2,16 @@
 
 This is the only module that imports pystemd; its bytes and Any never leave it.
 
-Two bus connections: method calls go through one, used by a single worker thread so the event
-loop never blocks on a reply; signals (PropertiesChanged, JobRemoved) arrive on the other, whose
-fd the event loop watches, so nothing polls while idle.
+Two bus connections, both used from the event loop's thread: method calls go through one;
+signals (PropertiesChanged, JobRemoved) arrive on the other, whose fd the event loop watches, so
+nothing polls while idle. A call waits for its reply (about a millisecond) on the loop's thread:
+pystemd's binding holds the GIL while it waits, so a worker thread would block the loop all the
+same, and only add a thread switch and a wake-up of the loop to every call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -88,11 +89,8 @@ class SystemdBackend:
 
     def __init__(self, prefix: str = naming.PREFIX) -> None:
         self._prefix = prefix  # cgroups.hierarchy_root: the root slice is `<prefix>.slice`
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="pazuzu-dbus"
-        )
-        self._calls: Any = None  # used only from the executor's thread
-        self._signals: Any = None  # used only from the event loop's thread
+        self._calls: Any = None  # method calls
+        self._signals: Any = None  # signals
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_change: ChangeCallback = lambda _instance: None
         self._on_exit: ExitCallback = lambda _ended: None
@@ -128,7 +126,6 @@ class SystemdBackend:
             self._signals.close()
             self._signals = None
         await self._call(self._disconnect_calls)
-        self._executor.shutdown(wait=False)
 
     def _connect_calls(self) -> None:
         bus = DBus()
@@ -181,8 +178,7 @@ class SystemdBackend:
         self._connect_signals()
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._with_reconnect, fn)
+        return self._with_reconnect(fn)
 
     def _with_reconnect(self, fn: Callable[[], T]) -> T:
         try:
