@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -17,6 +17,7 @@ from pazuzu import __version__, protocol
 from pazuzu.defaults import DEFAULT_SOCKET_PATH
 from pazuzu.errors import PazuzuError, SpecError
 from pazuzu.options import config_option
+from pazuzu.quick import not_running, use_color
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -192,22 +193,6 @@ def status(
         click.echo(f"warning: {warning}", err=True)
     if not_running(result):
         sys.exit(EXIT_NOT_RUNNING)
-
-
-def use_color(stream: TextIO) -> bool:
-    """Colour only for a terminal, and never when $NO_COLOR is set (no-color.org)."""
-    return stream.isatty() and not os.environ.get("NO_COLOR")
-
-
-def not_running(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The instances of a status result that should run but do not."""
-    return [
-        instance
-        for app in result["applications"]
-        for worker in app["workers"]
-        for instance in worker["instances"]
-        if instance["should_run"] and instance["state"] != "running"
-    ]
 
 
 def _status_text(result: dict[str, Any], *, color: bool) -> str:

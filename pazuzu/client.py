@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pazuzu import protocol
+from pazuzu import wire
 from pazuzu.errors import PazuzuError
+
+if TYPE_CHECKING:  # `pazuzu status` imports this module: only what a call needs, at run time
+    from pathlib import Path
+
+    from pazuzu.protocol import Command
 
 # Replies to scale, stop and restart come once the instances are up or down: allow for
 # stop_timeout plus systemd's SIGKILL.
@@ -18,7 +22,7 @@ class DaemonUnreachable(PazuzuError):
     code = "unreachable"
 
 
-def call(socket_path: Path, command: protocol.Command, **args: Any) -> Any:
+def call(socket_path: Path | str, command: Command | str, **args: Any) -> Any:
     """Send one request to pazuzud and return its result; refusals raise PazuzuError."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(REPLY_TIMEOUT)
@@ -42,9 +46,9 @@ def call(socket_path: Path, command: protocol.Command, **args: Any) -> Any:
                 hint="pazuzud serves root, members of the configuration's socket_group, and the "
                 "user of an application (for that application)",
             ) from None
-        sock.sendall(protocol.encode_request(command, **args))
+        sock.sendall(wire.encode_request(command, **args))
         reply = _read_line(sock)
-    return protocol.decode_reply(reply)
+    return wire.decode_reply(reply)
 
 
 def _read_line(sock: socket.socket) -> bytes:

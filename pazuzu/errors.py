@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib costs `pazuzu status` 8 ms of imports; only ConfigError needs it
+    from pathlib import Path
 
 
 class PazuzuError(Exception):
@@ -37,6 +40,8 @@ class ConfigError(PazuzuError):
         key: str | None = None,
         hint: str | None = None,
     ) -> None:
+        from pathlib import Path
+
         self.file = Path(file) if file is not None else None
         self.line = line
         self.key = key

@@ -12,6 +12,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pazuzu.errors import PazuzuError, ProtocolError
+from pazuzu.wire import decode_reply, encode_request
+
+__all__ = ["Command", "Request", "decode_reply", "decode_request", "encode_request"]
 
 if TYPE_CHECKING:
     from pazuzu.access import Caller
@@ -68,10 +71,6 @@ class Request:
         return value
 
 
-def encode_request(command: Command, **args: Any) -> bytes:
-    return json.dumps({"command": str(command), "args": args}).encode() + b"\n"
-
-
 def decode_request(line: bytes) -> Request:
     """Parse and validate one request line; a bad one raises ProtocolError saying why."""
     try:
@@ -114,25 +113,6 @@ def encode_result(result: Any) -> bytes:
 def encode_error(error: PazuzuError) -> bytes:
     body = {"code": error.code, "message": error.message, "hint": error.hint}
     return json.dumps({"ok": False, "error": body}).encode() + b"\n"
-
-
-def decode_reply(line: bytes) -> Any:
-    """The result of a reply line; a refusal raises PazuzuError with the daemon's words."""
-    try:
-        document = json.loads(line)
-        ok = document["ok"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PazuzuError(
-            f"the daemon sent a reply that is not understood: {line[:200]!r}"
-        ) from exc
-    if ok:
-        return document.get("result")
-    error = document.get("error") or {}
-    if not isinstance(error, dict):
-        raise PazuzuError(f"the daemon sent a reply that is not understood: {line[:200]!r}")
-    failure = PazuzuError(str(error.get("message", "request refused")), hint=error.get("hint"))
-    failure.code = str(error.get("code", "error"))
-    raise failure
 
 
 _FORMAT_HINT = 'send one JSON object per line: {"command": "status", "args": {}}'

@@ -18,8 +18,9 @@ from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
 from pazuzu import protocol
-from pazuzu.cli import EXIT_USAGE, Context, known_specs, main, use_color, watch_status
+from pazuzu.cli import EXIT_USAGE, Context, known_specs, main, watch_status
 from pazuzu.errors import PazuzuError
+from pazuzu.quick import use_color
 
 
 def write_app(tmp_path: Path, procfile: str) -> Path:
