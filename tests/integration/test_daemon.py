@@ -10,6 +10,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,19 @@ def test_daemon_starts_the_formation_then_reports_ready(deployment: Target) -> N
     assert [i["state"] for i in web["instances"]] == ["running", "running"]
     assert web["instances"][0]["pid"] == deployment.pid_of(WEB1)
     assert reported["daemon"]["backend"] == deployment.backend
+
+
+def test_the_daemon_runs_without_openssl(deployment: Target) -> None:
+    """pazuzud maps neither libssl nor libcrypto (4.5 MiB resident), and still fingerprints."""
+    shop(deployment)
+    deployment.start_daemon()
+    maps = deployment.read_file(Path(f"/proc/{deployment.daemon_pid()}/maps"))
+    assert "libpython" in maps or "python3" in maps  # the file is the daemon's
+    assert "libssl" not in maps
+    assert "libcrypto" not in maps
+    reported = deployment.status()
+    assert reported["daemon"]["backend"] == deployment.backend
+    assert len(deployment.running()) == 3
 
 
 def test_instances_get_the_foreman_environment(deployment: Target) -> None:
