@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any
 
 from pazuzu import wire
 from pazuzu.errors import PazuzuError
 
-if TYPE_CHECKING:  # `pazuzu status` imports this module: only what a call needs, at run time
+TYPE_CHECKING = False  # `pazuzu status` imports this module: only what a call needs, at run time
+if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from pazuzu.protocol import Command
 

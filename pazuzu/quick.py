@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing itself costs a status call 10 ms of imports
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 DEFAULT_SOCKET = "/var/run/pazuzud.socket"  # defaults.DEFAULT_SOCKET_PATH, without pathlib
 SOCKET_ENV = "PAZUZU_SOCKET"

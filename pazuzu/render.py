@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # `pazuzu status` imports this module: typing costs it 10 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 WIDTH = 80
 _HEADERS = ("INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "MEMORY", "CPU")

@@ -1,14 +1,18 @@
 """A client's half of the control protocol (see `protocol`), light enough for `pazuzu status`.
 
-Nothing here imports more than `json`: the status fast path (`pazuzu.quick`) runs on it.
+Nothing here imports more than `json` (not even `typing`): the status fast path
+(`pazuzu.quick`) runs on it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pazuzu.errors import PazuzuError
+
+TYPE_CHECKING = False  # `pazuzu status` imports this module: typing costs it 10 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def encode_request(command: str, **args: Any) -> bytes:

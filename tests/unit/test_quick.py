@@ -221,7 +221,7 @@ def test_the_fast_path_loads_neither_click_nor_the_daemons_modules(tmp_path: Pat
         "from pazuzu import quick\n"
         f"quick.status({str(tmp_path / 'none')!r}, False, [], sys.stdout, sys.stderr)\n"
         "heavy = ('click', 'yaml', 'pazuzu.model', 'pazuzu.protocol', 'pazuzu.cli',"
-        " 'dataclasses')\n"
+        " 'dataclasses', 'typing', 'pathlib')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run(
