@@ -504,7 +504,9 @@ class Supervisor:
     async def status(self, texts: list[str]) -> dict[str, Any]:
         specs = [parse_spec(text) for text in texts] or [Spec("*")]
         self._match_numbers(texts)  # an exact spec that names nothing is an error
-        observed = await self.backend.list_instances(details=True)
+        observed = await self.backend.list_instances(
+            details=lambda i: any(spec.matches_instance(i) for spec in specs)
+        )
         now = time.monotonic()
         applications = []
         for app in self.config.applications:

@@ -34,6 +34,8 @@ def systemd_booted() -> bool:
 
 ChangeCallback = Callable[[InstanceId], None]
 ExitCallback = Callable[[RunEnded], None]
+# Which instances `list_instances` adds details to: all (True), none (False), or those chosen.
+Details = bool | Callable[[InstanceId], bool]
 
 
 class Backend(Protocol):
@@ -47,8 +49,13 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Disconnect; never stops an instance."""
 
-    async def list_instances(self, *, details: bool = False) -> dict[InstanceId, ObservedInstance]:
-        """Every instance that exists, running or not; `details` adds pid, memory, cpu."""
+    async def list_instances(
+        self, *, details: Details = False
+    ) -> dict[InstanceId, ObservedInstance]:
+        """Every instance that exists, running or not; `details` adds pid, memory, cpu.
+
+        `details` is True for every instance, or a predicate choosing those that get them.
+        """
 
     async def start(self, spec: InstanceSpec, restart_delay: float) -> None:
         """Start an instance; the backend respawns it by itself `restart_delay` after a crash."""

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pazuzu.backends import ChangeCallback, ExitCallback, LogSource, RunEnded
+from pazuzu.backends import ChangeCallback, Details, ExitCallback, LogSource, RunEnded
 from pazuzu.errors import BackendError
 from pazuzu.model import (
     CgroupsConfig,
@@ -282,7 +282,9 @@ class CgexecBackend:
 
     # -- queries ---------------------------------------------------------------------------
 
-    async def list_instances(self, *, details: bool = False) -> dict[InstanceId, ObservedInstance]:
+    async def list_instances(
+        self, *, details: Details = False
+    ) -> dict[InstanceId, ObservedInstance]:
         found: dict[InstanceId, ObservedInstance] = {}
         for instance, record in sorted(self._instances.items()):
             state = _STATE[record.phase]
@@ -294,7 +296,7 @@ class CgexecBackend:
                 fingerprint=record.fingerprint,
                 restart_delay=record.restart_delay,
             )
-            if details:
+            if details is True or (details and details(instance)):
                 running = record.phase is _Phase.RUNNING
                 observed = ObservedInstance(
                     id=instance,

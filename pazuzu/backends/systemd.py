@@ -12,18 +12,17 @@ same, and only add a thread switch and a wake-up of the loop to every call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import importlib.util
 import logging
+import os
 import re
 import sys
 import time
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 # pystemd's package __init__ imports its whole object layer, and lxml with it (about 35 ms and
@@ -38,7 +37,7 @@ if "pystemd" not in sys.modules:
 from pystemd.dbuslib import DBus, apply_signature, path_decode
 
 from pazuzu import naming
-from pazuzu.backends import ChangeCallback, ExitCallback, LogSource, RunEnded
+from pazuzu.backends import ChangeCallback, Details, ExitCallback, LogSource, RunEnded
 from pazuzu.errors import BackendError
 from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, Limits, ObservedInstance
 from pazuzu.unit_properties import PROPERTIES, PropertyValue
@@ -56,7 +55,7 @@ _PROPERTIES = b"org.freedesktop.DBus.Properties"
 _UNIT_PATH_PREFIX = b"/org/freedesktop/systemd1/unit"
 
 _USEC = 1_000_000
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CGROUP_ROOT = "/sys/fs/cgroup"
 _NO_VALUE = 2**64 - 1  # systemd's "not available" for counters (no accounting here)
 
 # waitpid(2) si_code values as systemd reports them in ExecMainCode.
@@ -199,14 +198,16 @@ class SystemdBackend:
     def _on_properties(self, message: Any, error: Any = None, userdata: Any = None) -> None:
         self._dispatched += 1
         try:
-            message.process_reply(True)
-            path = message.headers.get("Path") or b""
+            # The path header comes without decoding the message: other units' signals (every
+            # unit's, twice: Unit and Service interfaces) are dropped before the body is read.
+            path = message.get_path() or b""
             if not path.startswith(_UNIT_PATH_PREFIX + b"/"):
                 return
             unit = path_decode(path, _UNIT_PATH_PREFIX).decode(errors="replace")
             instance = naming.parse_unit_name(unit, self._prefix)
             if instance is None:
                 return
+            message.process_reply(False)
             interface, changed, _invalidated = message.body
             if interface == _SERVICE:
                 self._note_service_change(instance, changed)
@@ -274,10 +275,12 @@ class SystemdBackend:
 
     # -- queries ---------------------------------------------------------------------------
 
-    async def list_instances(self, *, details: bool = False) -> dict[InstanceId, ObservedInstance]:
+    async def list_instances(
+        self, *, details: Details = False
+    ) -> dict[InstanceId, ObservedInstance]:
         return await self._call(lambda: self._list_instances(details))
 
-    def _list_instances(self, details: bool) -> dict[InstanceId, ObservedInstance]:
+    def _list_instances(self, details: Details) -> dict[InstanceId, ObservedInstance]:
         rows = self._manager_call(
             b"ListUnitsByPatterns",
             apply_signature(b"asas", [[], [naming.unit_pattern(self._prefix).encode()]]),
@@ -296,7 +299,7 @@ class SystemdBackend:
                 fingerprint=match.group(1) if match else None,
                 restart_delay=self._restart_delay(instance, path),
             )
-            if details:
+            if details is True or (details and details(instance)):
                 observed = self._with_details(observed, path)
             found[instance] = observed
         return found
@@ -585,25 +588,41 @@ def _accounting(group: str) -> tuple[int | None, float | None]:
     On a cgroup2 host the files are in the unified tree; on a hybrid one in the v1 memory and
     cpuacct hierarchies, when systemd enabled them for the unit. None where there are none.
     """
-    relative = group.lstrip("/")
-    memory: int | None = None
-    cpu: float | None = None
-    with contextlib.suppress(OSError, ValueError):
-        memory = int((_CGROUP_ROOT / relative / "memory.current").read_text())
+    memory = _read_int(f"{_CGROUP_ROOT}{group}/memory.current")
     if memory is None:
-        with contextlib.suppress(OSError, ValueError):
-            usage = _CGROUP_ROOT / "memory" / relative / "memory.usage_in_bytes"
-            memory = int(usage.read_text())
-    with contextlib.suppress(OSError, ValueError):
-        for line in (_CGROUP_ROOT / relative / "cpu.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "usage_usec":
-                cpu = int(value) / 1e6
+        memory = _read_int(f"{_CGROUP_ROOT}/memory{group}/memory.usage_in_bytes")
+    cpu: float | None = None
+    stat = _read(f"{_CGROUP_ROOT}{group}/cpu.stat")
+    for line in stat.splitlines() if stat else ():
+        key, _, value = line.partition(b" ")
+        if key == b"usage_usec":
+            cpu = int(value) / 1e6
     if cpu is None:
-        with contextlib.suppress(OSError, ValueError):
-            usage = _CGROUP_ROOT / "cpuacct" / relative / "cpuacct.usage"
-            cpu = int(usage.read_text()) / 1e9
+        usage = _read_int(f"{_CGROUP_ROOT}/cpuacct{group}/cpuacct.usage")
+        cpu = usage / 1e9 if usage is not None else None
     return memory, cpu
+
+
+def _read(path: str) -> bytes | None:
+    """A small file's bytes, or None (plain os calls: this runs for every instance of a status)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: str) -> int | None:
+    data = _read(path)
+    try:
+        return int(data) if data is not None else None
+    except ValueError:
+        return None
 
 
 def _state_of(active: str, sub: str) -> InstanceState:

@@ -159,6 +159,10 @@ def test_killed_worker_is_respawned(deployment: Target) -> None:
     instance = deployment.status("shop.web.1")["applications"][0]["workers"][0]["instances"][0]
     assert instance["restarts"] >= 1
     assert instance["last_exit"] == "killed by SIGKILL"
+    # Details are read for the instances asked about.
+    assert instance["pid"] == new
+    (other,) = deployment.status("shop.web.2")["applications"][0]["workers"][0]["instances"]
+    assert (other["number"], other["pid"]) == (2, deployment.pid_of(WEB2))
 
 
 def os_kill(deployment: Target, pid: int) -> None:

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from pazuzu.backends import ChangeCallback, ExitCallback, LogSource, RunEnded
+from pazuzu.backends import ChangeCallback, Details, ExitCallback, LogSource, RunEnded
 from pazuzu.model import Exit, InstanceId, InstanceSpec, InstanceState, Limits, ObservedInstance
 
 
@@ -47,7 +47,9 @@ class FakeBackend:
     async def close(self) -> None:
         self.opened = False
 
-    async def list_instances(self, *, details: bool = False) -> dict[InstanceId, ObservedInstance]:
+    async def list_instances(
+        self, *, details: Details = False
+    ) -> dict[InstanceId, ObservedInstance]:
         await asyncio.sleep(0)
         return dict(self.instances)
 
