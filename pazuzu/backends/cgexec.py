@@ -479,7 +479,7 @@ class CgexecBackend:
         assert spec is not None
         credentials = self._credentials(spec)
         rel = self.cgroup_path(spec.id)
-        await self._ensure_cgroups(rel)
+        fresh = await self._ensure_cgroups(rel)
         # Configured limits only: without any, limits set with cgset are left alone.
         if spec.app_limits:
             self._write_limits(self._app_path(spec.id.app), spec.app_limits)
@@ -532,7 +532,7 @@ class CgexecBackend:
         record.main_pid = child.pid
         record.main_start = _start_ticks(child.pid)
         record.started_at = time.time()
-        record.oom_kills = self._oom_kills(rel)
+        record.oom_kills = 0 if fresh else self._oom_kills(rel)
         record.phase = _Phase.RUNNING
         record.wake.clear()
         self._save_metadata(record)
@@ -621,9 +621,14 @@ class CgexecBackend:
 
     def _attach(self, pid: int, rel: str) -> None:
         """Move process `pid` into cgroup `rel` of every hierarchy, as `cgexec` would."""
+        data = b"%d\n" % pid
         for path in self._all_dirs(rel):
             try:
-                (path / "cgroup.procs").write_text(f"{pid}\n")
+                fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise BackendError(
                     f"cannot put pid {pid} into the cgroup {path}: {exc}",
@@ -805,8 +810,10 @@ class CgexecBackend:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             temporary = path.with_name(f".{path.name}.tmp")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as stream:
-                json.dump(data, stream)
+            try:
+                os.write(fd, json.dumps(data).encode())  # dumps: json's C encoder, dump is not
+            finally:
+                os.close(fd)
             os.replace(temporary, path)
         except OSError as exc:
             log.error("cannot save the metadata of %s in %s: %s", record.id, path, exc)
@@ -871,33 +878,34 @@ class CgexecBackend:
                 pids.update(int(line) for line in (path / "cgroup.procs").read_text().split())
         return pids
 
-    async def _ensure_cgroups(self, rel: str) -> None:
+    async def _ensure_cgroups(self, rel: str) -> bool:
+        """Make the cgroups of `rel` and its logger where missing; True if they were all new.
+
+        Existing ones are thawed: a stop interrupted by a crash of the daemon may have left
+        them frozen. New ones start thawed, with no OOM kill counted.
+        """
         layout = self._require_layout()
         logger_rel = f"{rel}/{LOG_CGROUP}"
         async with self._tree_lock:
-            if not all(path.is_dir() for path in self._all_dirs(logger_rel)):
-                if layout.unified:
-                    self._make_unified(rel)
-                else:
-                    self._make_v1(logger_rel)
-            self._set_frozen(rel, False)
+            if all(path.is_dir() for path in self._all_dirs(logger_rel)):
+                self._set_frozen(rel, False)
+                return False
+            if layout.unified:
+                self._make_unified(rel)
+            else:
+                self._make_v1(rel)
+            return True
 
     def _make_v1(self, rel: str) -> None:
-        """Make cgroup `rel` and its parents in every hierarchy, as `cgcreate` does."""
+        """Make cgroup `rel`, its parents and its logger's, in every hierarchy (as cgcreate)."""
         for hierarchy in self._require_layout().hierarchies:
-            path = hierarchy.mount
+            cpuset = "cpuset" in hierarchy.subsystems
             try:
-                for part in rel.split("/"):
-                    parent, path = path, path / part
-                    try:
-                        path.mkdir()
-                    except FileExistsError:
-                        continue
-                    if "cpuset" in hierarchy.subsystems:
-                        _inherit_cpuset(parent, path)
+                _make_group(str(hierarchy.mount), rel, cpuset=cpuset)
+                _make_group(str(hierarchy.mount), f"{rel}/{LOG_CGROUP}", cpuset=cpuset)
             except OSError as exc:
                 raise BackendError(
-                    f"cannot create the cgroup {path}: {exc}",
+                    f"cannot create the cgroup {hierarchy.mount / rel}: {exc}",
                     hint=f"check that the cgroup hierarchies are mounted under "
                     f"{self._require_layout().fs_root}",
                 ) from exc
@@ -1227,11 +1235,33 @@ def _enable_controllers(path: Path, controllers: Iterable[str]) -> None:
                 log.info("cannot enable the %s controller in %s: %s", controller, path, exc)
 
 
-def _inherit_cpuset(parent: Path, child: Path) -> None:
+def _make_group(mount: str, rel: str, *, cpuset: bool) -> None:
+    """mkdir `mount/rel`, its missing parents first (deepest tried first: usually they exist)."""
+    path = f"{mount}/{rel}"
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        parent, _, _ = rel.rpartition("/")
+        if not parent:
+            raise
+        _make_group(mount, parent, cpuset=cpuset)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return
+    if cpuset:
+        _inherit_cpuset(path)
+
+
+def _inherit_cpuset(path: str) -> None:
     """A new v1 cpuset group starts with no CPUs nor memory nodes: give it its parent's."""
+    parent = os.path.dirname(path)
     for name in ("cpuset.cpus", "cpuset.mems"):
-        if not (child / name).read_text().strip():
-            (child / name).write_text((parent / name).read_text())
+        child_file = Path(path, name)
+        if not child_file.read_text().strip():
+            child_file.write_text(Path(parent, name).read_text())
 
 
 def _remove_empty(path: Path, stop: Path) -> None:

@@ -74,6 +74,12 @@ def test_instances_get_the_contracts_environment_and_no_descriptor_of_the_daemon
     assert daemon[LEAK] == "secret"  # the daemon has it: the instances must not
     for instance in ("shop.web.1", "shop.queue.1"):
         pid = deployment.pid_of(instance)
+        # What the command gets, once its shell has exec'd it (`exec sleep 1000`).
+        wait_until(
+            lambda: proc_path(deployment, pid, "comm").read_text().strip() == "sleep",  # noqa: B023
+            timeout=5,
+            message=f"{instance} to run its command",
+        )
         environment = environment_of(deployment, pid)
         assert LEAK not in environment
         assert set(environment) >= CONTRACT | {"PATH"}
