@@ -91,18 +91,44 @@ def test_crash_loop_goes_on_at_a_bounded_pace_while_the_daemon_is_down(
         ).stdout
         return out.count(marker)
 
-    # Wait until systemd itself holds the unit between two tries, then take pazuzud away.
-    wait_until(
-        lambda: attempts() >= 3 and deployment.units().get(boom) == "activating/auto-restart",
-        timeout=30,
-        message="systemd to pace the crash loop",
-    )
+    # Take pazuzud away while systemd itself holds the unit between two tries. pazuzud
+    # re-arms a unit whose delay must grow by stopping it for the new delay: frozen first
+    # (SIGSTOP), it cannot do that between the look at the unit and the SIGKILL.
+    def held_by_systemd() -> bool:
+        if attempts() < 3 or deployment.units().get(boom) != "activating/auto-restart":
+            return False
+        pid = deployment.daemon_pid()
+        deployment.sh(f"kill -STOP {pid}")
+        if deployment.units().get(boom) == "activating/auto-restart":
+            return True
+        deployment.sh(f"kill -CONT {pid}")
+        return False
+
+    wait_until(held_by_systemd, timeout=30, message="systemd to pace the crash loop")
     deployment.kill_daemon()
     before = attempts()
-    wait_until(lambda: attempts() >= before + 2, timeout=30, message="tries without pazuzud")
+    # Two more tries at the pace pazuzud last armed: two delays and the starts themselves.
+    delay = restart_delay_seconds(deployment, boom)
+    assert 0 <= delay <= 60
+    wait_until(
+        lambda: attempts() >= before + 2,
+        timeout=2 * delay + 15,
+        message=f"tries without pazuzud (RestartUSec {delay:g} s)",
+    )
     # Never parked: systemd's start limit does not fail it, and the pace stays bounded.
     assert deployment.units().get(boom, "absent") != "failed/failed"
     assert attempts() < 30
+
+
+def restart_delay_seconds(deployment: Deployment, unit_name: str) -> float:
+    """The unit's RestartUSec, in seconds (`systemctl show` prints it as `1min 4s`, `500ms`)."""
+    shown = deployment.sh(f"systemctl show -p RestartUSec --value '{unit_name}'").stdout
+    scale = {"min": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001}
+    total = 0.0
+    for part in shown.split():
+        number = part.rstrip("abcdefghijklmnopqrstuvwxyzµ")
+        total += float(number) * scale[part[len(number) :]]
+    return total
 
 
 def test_names_are_escaped_like_systemd_escape(deployment: Deployment) -> None:
