@@ -17,7 +17,7 @@ from pazuzu import __version__, protocol
 from pazuzu.defaults import DEFAULT_SOCKET_PATH
 from pazuzu.errors import PazuzuError, SpecError
 from pazuzu.options import config_option
-from pazuzu.quick import not_running, use_color
+from pazuzu.quick import use_color
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -182,17 +182,11 @@ def status(
         except KeyboardInterrupt:
             click.echo()
         return
-    try:
-        result = ctx.call(protocol.Command.STATUS, specs=list(specs))
-    except PazuzuError as error:
-        fail(error)
-    from pazuzu import render
+    from pazuzu import quick  # one implementation for both entries to status
 
-    ctx.emit(result, render.status_table(result, color=use_color(sys.stdout)))
-    if warning := result["daemon"].get("warning"):
-        click.echo(f"warning: {warning}", err=True)
-    if not_running(result):
-        sys.exit(EXIT_NOT_RUNNING)
+    code = quick.status(str(ctx.socket_path), ctx.as_json, list(specs), sys.stdout, sys.stderr)
+    if code:
+        sys.exit(code)
 
 
 def _status_text(result: dict[str, Any], *, color: bool) -> str:
