@@ -3,10 +3,9 @@
 `status` is what operators, monitoring checks and shell prompts run most, and importing click
 takes longer (about 35 ms here) than the whole round trip to the daemon. So the plain forms,
 `pazuzu [--socket PATH] [--json] status [SPEC...]`, are parsed here and answered by `status`
-below, which the click command calls too (the unit tests compare the two paths), and everything
-else
-(another command, --help, --version, --watch, a spec this module does not vouch for, shell
-completion) goes to `pazuzu.cli`, the click CLI. Nothing here imports more than the
+below, which the click command calls too (the unit tests compare the two paths). Everything
+else (another command, --help, --version, --watch, a spec this module does not vouch for,
+shell completion) goes to `pazuzu.cli`, the click CLI. Nothing here imports more than the
 standard library's socket and json and pazuzu's `client` and `render`.
 """
 
