@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .common import (
     rss_mib,
     wait_for,
 )
+from .inside import time_cmd
 from .procwatch import ProcWatch, pids_matching
 from .stats import Results
 
@@ -76,6 +78,9 @@ class Bench:
             t0 = time.monotonic_ns()
             client.call(self.dep.socket_path, protocol.Command.STATUS, specs=[])
             self.results.add("cg.status.rpc", "ms", (time.monotonic_ns() - t0) / 1e6)
+        cli = [str(Path(sys.executable).with_name("pazuzu")), "--socket", str(self.dep.socket_path)]
+        for seconds in time_cmd(10, [*cli, "status"])["seconds"]:
+            self.results.add("cg.status.cli", "ms", seconds * 1000)
         self.results.add("cg.rss.100", "MiB", rss_mib(self.proc()))
 
     def big_formation(self, options: Options) -> None:

@@ -33,6 +33,7 @@ from .common import (
     rss_mib,
     wait_for,
 )
+from .inside import time_cmd
 from .procwatch import ProcWatch, pids_matching
 from .stats import Results
 
@@ -197,6 +198,9 @@ def supervisord(bin_dir: Path, watch: ProcWatch, results: Results, options: Opti
                 wait_for(lambda: not pids_matching(MARK_SUPERVISORD), 60, "supervisord stop")
         time.sleep(1.5)  # past startsecs=1: a kill is a crash, not a failed start
         results.add("supervisord.rss.100", "MiB", rss_mib(Path(f"/proc/{peer.daemon_pid()}")))
+        status = [str(bin_dir / "supervisorctl"), "-c", str(conf), "status"]
+        for seconds in time_cmd(10, status)["seconds"]:
+            results.add("supervisord.status.cli", "ms", seconds * 1000)
         log(f"supervisord: respawn, {options.kills} kills")
         measure_respawn(watch, results, "supervisord.respawn", MARK_SUPERVISORD, options.kills)
     finally:
@@ -276,6 +280,9 @@ def circus(bin_dir: Path, watch: ProcWatch, results: Results, options: Options) 
         wait_for(lambda: len(pids_matching(MARK_CIRCUS)) == COUNT, 60, "circus decr")
         time.sleep(1.5)
         results.add("circus.rss.100", "MiB", rss_mib(Path(f"/proc/{peer.daemon_pid()}")))
+        status = [str(bin_dir / "circusctl"), "--endpoint", endpoint, "status"]
+        for seconds in time_cmd(10, status)["seconds"]:
+            results.add("circus.status.cli", "ms", seconds * 1000)
         log(f"circus: respawn, {options.kills} kills")
         measure_respawn(watch, results, "circus.respawn", MARK_CIRCUS, options.kills)
     finally:
@@ -290,5 +297,5 @@ def run(watch: ProcWatch, results: Results, options: Options) -> None:
             measure(bin_dir, watch, results, options)
         except Exception as exc:
             log(f"{name}: failed: {exc}")
-            for key in ("start.100", "rss.100", "respawn"):
+            for key in ("start.100", "rss.100", "respawn", "status.cli"):
                 results.miss(f"{name}.{key}", f"{name} failed: {exc}")

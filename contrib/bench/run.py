@@ -267,6 +267,22 @@ def figures(big: int) -> list[Figure]:
             at_most(60.0),
         ),
         f(
+            "`pazuzu status` with 100 (CLI process), libcg",
+            "cg.status.cli",
+            "supervisord.status.cli",
+            "supervisorctl status (100 processes)",
+            "<= 60 ms",
+            at_most(60.0),
+        ),
+        f(
+            "`pazuzu status` with 100 (CLI process), libcg vs circus",
+            "cg.status.cli",
+            "circus.status.cli",
+            "circusctl status",
+            "(<= 60 ms)",
+            at_most(60.0),
+        ),
+        f(
             "status round trip with 100 (socket only), systemd",
             "sd.status.rpc",
             None,
