@@ -312,12 +312,11 @@ def scale(ctx: Context, changes: tuple[str, ...]) -> None:
         parse_scale(changes)  # a typo is a usage error, found before the daemon is asked
     except SpecError as error:
         fail(error, EXIT_USAGE)
-    try:
-        result = ctx.call(protocol.Command.SCALE, changes=list(changes))
-    except PazuzuError as error:
-        fail(error)
-    formation = result["formation"]
-    ctx.emit(result, " ".join(f"{name}={count}" for name, count in formation.items()))
+    from pazuzu import quick  # one implementation for both entries to scale
+
+    code = quick.scale(str(ctx.socket_path), ctx.as_json, list(changes), sys.stdout, sys.stderr)
+    if code:
+        sys.exit(code)
 
 
 @main.command()

@@ -1,12 +1,15 @@
-"""The `pazuzu` command's entry point: `pazuzu status` answered without loading click.
+"""The `pazuzu` command's entry point: `pazuzu status` and `pazuzu scale` without click.
 
-`status` is what operators, monitoring checks and shell prompts run most, and importing click
-takes longer (about 35 ms here) than the whole round trip to the daemon. So the plain forms,
-`pazuzu [--socket PATH] [--json] status [SPEC...]`, are parsed here and answered by `status`
-below, which the click command calls too (the unit tests compare the two paths). Everything
-else (another command, --help, --version, --watch, a spec this module does not vouch for,
-shell completion) goes to `pazuzu.cli`, the click CLI. Nothing here imports more than the
-standard library's socket and json and pazuzu's `client` and `render`.
+`status` is what operators, monitoring checks and shell prompts run most, `scale` what
+autoscalers and deploy scripts run, and importing click takes longer (about 35 ms here) than
+the whole round trip to the daemon. So their plain forms,
+`pazuzu [--socket PATH] [--json] status [SPEC...]` and
+`pazuzu [--socket PATH] [--json] scale APP.WORKER=N...` (or `+N`, `-N`), are parsed here and
+answered by `status` and `scale` below, which the click commands call too (the unit tests
+compare the two paths). Everything else (another command, --help, --version, --watch, a spec
+or change this module does not vouch for, shell completion) goes to `pazuzu.cli`, the click
+CLI. Nothing here imports more than the standard library's socket and json and pazuzu's
+`client` and `render`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ TYPE_CHECKING = False  # typing itself costs a status call 10 ms of imports
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
+    from pazuzu.errors import PazuzuError
+
 DEFAULT_SOCKET = "/var/run/pazuzud.socket"  # defaults.DEFAULT_SOCKET_PATH, without pathlib
 SOCKET_ENV = "PAZUZU_SOCKET"
 EXIT_ERROR = 1
@@ -25,19 +30,21 @@ EXIT_NOT_RUNNING = 3  # systemctl's convention: something that should run does n
 
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-*?")
 _NUMBER_CHARACTERS = frozenset("0123456789*?")
+_WILDCARDS = frozenset("*?")
 
 
 def main() -> None:
-    """`pazuzu`: the status fast path when it applies, else the click CLI."""
-    plan = status_request(sys.argv[1:], os.environ)
+    """`pazuzu`: the fast path when it applies, else the click CLI."""
+    plan = fast_request(sys.argv[1:], os.environ)
     if plan is None:
         from pazuzu.cli import main as cli
 
         cli()
         return
-    socket_path, as_json, specs = plan
+    command, socket_path, as_json, args = plan
+    answer = status if command == "status" else scale
     try:
-        code = status(socket_path, as_json, specs, sys.stdout, sys.stderr)
+        code = answer(socket_path, as_json, args, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write("Aborted!\n")
         code = EXIT_ERROR
@@ -47,16 +54,17 @@ def main() -> None:
     sys.exit(code)
 
 
-def status_request(
+def fast_request(
     argv: list[str], environ: dict[str, str] | os._Environ[str]
-) -> tuple[str, bool, list[str]] | None:
-    """(socket, --json, specs) when `argv` is a plain status this module answers, else None."""
+) -> tuple[str, str, bool, list[str]] | None:
+    """(command, socket, --json, arguments) when `argv` is a plain `status` or `scale` this
+    module answers, else None."""
     if any(key.startswith("_PAZUZU_COMPLETE") for key in environ):
         return None  # shell completion is click's
     socket_path = environ.get(SOCKET_ENV) or DEFAULT_SOCKET
     as_json = False
     rest = list(argv)
-    while rest and rest[0] != "status":
+    while rest and rest[0] not in ("status", "scale"):
         option = rest.pop(0)
         if option == "--json":
             as_json = True
@@ -68,10 +76,12 @@ def status_request(
             return None
     if not rest:
         return None
-    specs = rest[1:]
-    if not all(plain_spec(spec) for spec in specs):
-        return None
-    return socket_path, as_json, specs
+    command, args = rest[0], rest[1:]
+    if command == "status" and all(plain_spec(spec) for spec in args):
+        return command, socket_path, as_json, args
+    if command == "scale" and args and all(plain_change(change) for change in args):
+        return command, socket_path, as_json, args
+    return None
 
 
 def plain_spec(text: str) -> bool:
@@ -90,6 +100,49 @@ def plain_spec(text: str) -> bool:
     return True
 
 
+def plain_change(text: str) -> bool:
+    """Whether `text` is `APP.WORKER=N` (or `+N`, `-N`) that `spec.parse_scale` surely accepts
+    (a subset of them)."""
+    cut = max(text.rfind("="), text.rfind("+"), text.rfind("-"))
+    target, amount = text[:cut], text[cut + 1 :]
+    if cut < 0 or not amount.isascii() or not amount.isdigit():
+        return False
+    parts = target.split(".")
+    return len(parts) == 2 and all(
+        part
+        and _NAME_CHARACTERS.issuperset(part)
+        and part[0] != "-"
+        and part[-1] != "-"
+        and not _WILDCARDS.intersection(part)
+        for part in parts
+    )
+
+
+def scale(socket_path: str, as_json: bool, changes: list[str], out: TextIO, err: TextIO) -> int:
+    """Ask the daemon to apply `changes`, print the new formation, return the exit status."""
+    import json
+
+    from pazuzu import client
+    from pazuzu.errors import PazuzuError
+
+    try:
+        result = client.call(socket_path, "scale", changes=changes)
+    except PazuzuError as error:
+        return _refused(error, err)
+    formation = result["formation"]
+    text = " ".join(f"{name}={count}" for name, count in formation.items())
+    out.write((json.dumps(result, indent=2) if as_json else text) + "\n")
+    out.flush()
+    return 0
+
+
+def _refused(error: PazuzuError, err: TextIO) -> int:
+    err.write(f"pazuzu: {error}\n")
+    if error.hint:
+        err.write(f"hint: {error.hint}\n")
+    return EXIT_ERROR
+
+
 def status(socket_path: str, as_json: bool, specs: list[str], out: TextIO, err: TextIO) -> int:
     """Ask the daemon for the status of `specs`, print it, return the exit status."""
     import json
@@ -100,10 +153,7 @@ def status(socket_path: str, as_json: bool, specs: list[str], out: TextIO, err: 
     try:
         result = client.call(socket_path, "status", specs=specs)
     except PazuzuError as error:
-        err.write(f"pazuzu: {error}\n")
-        if error.hint:
-            err.write(f"hint: {error.hint}\n")
-        return EXIT_ERROR
+        return _refused(error, err)
     if as_json:
         out.write(json.dumps(result, indent=2) + "\n")
     else:

@@ -1,4 +1,5 @@
-"""`pazuzu status` without click: same output and exit status as the click command, or click.
+"""`pazuzu status` and `pazuzu scale` without click: same output and exit status as the click
+commands, or click.
 
 The fast path and the click CLI are run against one real unix socket served by a fake daemon
 that answers every request with a canned reply; their stdout, stderr and exit status must be
@@ -28,7 +29,7 @@ from pazuzu import quick
 from pazuzu.cli import main as click_main
 from pazuzu.defaults import DEFAULT_SOCKET_PATH
 from pazuzu.errors import SpecError
-from pazuzu.spec import parse_spec
+from pazuzu.spec import parse_scale, parse_spec
 
 LONG_AGO = 1_000_000_000.0  # uptime of years: the same text whenever the test runs
 
@@ -104,10 +105,12 @@ def daemon() -> Iterator[Daemon]:
 
 
 def run_quick(argv: list[str], environ: dict[str, str]) -> tuple[str, str, int]:
-    plan = quick.status_request(argv, environ)
+    plan = quick.fast_request(argv, environ)
     assert plan is not None, f"{argv} should take the fast path"
+    command, socket_path, as_json, args = plan
     out, err = io.StringIO(), io.StringIO()
-    code = quick.status(*plan, out, err)
+    answer = quick.status if command == "status" else quick.scale
+    code = answer(socket_path, as_json, args, out, err)
     return out.getvalue(), err.getvalue(), code
 
 
@@ -156,6 +159,47 @@ def test_fast_path_prints_and_exits_as_the_click_command(
     assert daemon.requests[0] == daemon.requests[1]
 
 
+SCALE_REPLIES = {
+    "scaled": {"ok": True, "result": {"formation": {"shop.queue": 0, "shop.web": 4}}},
+    "refused": {
+        "ok": False,
+        "error": {"code": "unknown_spec", "message": "no worker shop.x", "hint": "known: web"},
+    },
+}
+
+
+@pytest.mark.parametrize("reply", sorted(SCALE_REPLIES))
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scale", "shop.web=4"],
+        ["--json", "scale", "shop.web+2", "shop.queue-1", "my-app.web-2=3"],
+        ["--socket", "{socket}", "scale", "shop.web-12"],
+    ],
+)
+def test_fast_scale_prints_and_exits_as_the_click_command(
+    daemon: Daemon, reply: str, argv: list[str]
+) -> None:
+    daemon.reply = SCALE_REPLIES[reply]
+    argv = [arg.replace("{socket}", str(daemon.path)) for arg in argv]
+    environ = {"PAZUZU_SOCKET": str(daemon.path), "NO_COLOR": ""}
+    fast = run_quick(argv, environ)
+    slow = run_click(argv, environ)
+    assert fast == slow
+    if reply == "scaled":
+        shown = '"shop.web": 4' if "--json" in argv else "shop.queue=0 shop.web=4\n"
+        assert shown in fast[0]
+        assert fast[2] == 0
+    else:
+        assert fast[0] == ""
+        assert fast[1] == "pazuzu: no worker shop.x\nhint: known: web\n"
+        assert fast[2] == 1
+    assert len(daemon.requests) == 2
+    assert daemon.requests[0] == daemon.requests[1]
+    changes = argv[argv.index("scale") + 1 :]
+    assert daemon.requests[0] == {"command": "scale", "args": {"changes": changes}}
+
+
 def test_an_unreachable_daemon_reads_as_with_click(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.socket")
     argv = ["--socket", missing, "status"]
@@ -175,7 +219,17 @@ def test_an_unreachable_daemon_reads_as_with_click(tmp_path: Path) -> None:
         ["status", "-w"],
         ["status", "--watch"],
         ["status", "--interval", "1"],
-        ["scale", "shop.web=2"],
+        ["scale"],
+        ["scale", "--help"],
+        ["scale", "shop", "web=2"],
+        ["scale", "web=2"],
+        ["scale", "shop.web"],
+        ["scale", "shop.w*=2"],
+        ["scale", "shop.web=-1"],
+        ["scale", "shop.web.1=2"],
+        ["scale", "shop.web=2", "queue=1"],
+        ["scale", "shop.web=\uff12"],  # a full-width digit
+        ["stop", "shop.web"],
         ["--socket"],
         ["--socket", "", "status"],
         ["--bogus", "status"],
@@ -188,20 +242,23 @@ def test_an_unreachable_daemon_reads_as_with_click(tmp_path: Path) -> None:
         ["status", "--", "shop"],
     ],
 )
-def test_everything_but_a_plain_status_goes_to_click(argv: list[str]) -> None:
-    assert quick.status_request(argv, {}) is None
+def test_everything_but_a_plain_status_or_scale_goes_to_click(argv: list[str]) -> None:
+    assert quick.fast_request(argv, {}) is None
 
 
 def test_shell_completion_goes_to_click() -> None:
-    assert quick.status_request(["status"], {"_PAZUZU_COMPLETE": "bash_complete"}) is None
+    assert quick.fast_request(["status"], {"_PAZUZU_COMPLETE": "bash_complete"}) is None
+    assert quick.fast_request(["scale", "a.b=1"], {"_PAZUZU_COMPLETE": "zsh_complete"}) is None
 
 
 def test_socket_comes_from_the_option_then_the_environment_then_the_default() -> None:
-    assert quick.status_request(["status"], {}) == (str(DEFAULT_SOCKET_PATH), False, [])
-    assert str(DEFAULT_SOCKET_PATH) == quick.DEFAULT_SOCKET
-    assert quick.status_request(["status"], {"PAZUZU_SOCKET": "/e"}) == ("/e", False, [])
-    option = ["--socket=/o", "status", "shop"]
-    assert quick.status_request(option, {"PAZUZU_SOCKET": "/e"}) == ("/o", False, ["shop"])
+    default = str(DEFAULT_SOCKET_PATH)
+    assert quick.fast_request(["status"], {}) == ("status", default, False, [])
+    assert default == quick.DEFAULT_SOCKET
+    assert quick.fast_request(["status"], {"PAZUZU_SOCKET": "/e"}) == ("status", "/e", False, [])
+    option = ["--socket=/o", "scale", "shop.web=1"]
+    plan = quick.fast_request(option, {"PAZUZU_SOCKET": "/e"})
+    assert plan == ("scale", "/o", False, ["shop.web=1"])
 
 
 @given(st.text(alphabet="ab*?-_.0123 /é", max_size=12))
@@ -214,12 +271,26 @@ def test_every_spec_the_fast_path_takes_is_one_the_cli_accepts(text: str) -> Non
             pytest.fail(f"{text!r} taken by the fast path but refused by parse_spec: {error}")
 
 
+@given(st.text(alphabet="ab*?-_.=+0123 /é٣", max_size=12))
+def test_every_change_the_fast_path_takes_is_one_the_cli_accepts(text: str) -> None:
+    """The fast path vouches only for changes `parse_scale` accepts, read the same way."""
+    if quick.plain_change(text):
+        try:
+            [change] = parse_scale([text])
+        except SpecError as error:
+            pytest.fail(f"{text!r} taken by the fast path but refused by parse_scale: {error}")
+        prefix = f"{change.app}.{change.worker}{change.op.value}"
+        assert text.startswith(prefix)
+        assert int(text[len(prefix) :]) == change.amount
+
+
 def test_the_fast_path_loads_neither_click_nor_the_daemons_modules(tmp_path: Path) -> None:
-    """What makes it fast: a status call imports none of these."""
+    """What makes it fast: a status or scale call imports none of these."""
     code = (
         "import sys\n"
         "from pazuzu import quick\n"
         f"quick.status({str(tmp_path / 'none')!r}, False, [], sys.stdout, sys.stderr)\n"
+        f"quick.scale({str(tmp_path / 'none')!r}, False, ['a.b=1'], sys.stdout, sys.stderr)\n"
         "heavy = ('click', 'yaml', 'pazuzu.model', 'pazuzu.protocol', 'pazuzu.cli',"
         " 'dataclasses', 'typing', 'pathlib')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
