@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .procwatch import ProcWatch, pids_matching
 from .stats import Results
@@ -66,6 +67,15 @@ class Options:
     idle_window: float  # seconds of the idle CPU figure
     cpu_window: float  # seconds of the output CPU figures
     sizes: tuple[int, ...]  # formations of the cold-start figure
+
+
+def succeeded(timed: dict[str, Any], what: str) -> list[float]:
+    """The seconds of a `time_cmd` result, each of a run that exited 0: a command that failed
+    (say, could not reach its daemon) measured nothing."""
+    if any(timed["codes"]):
+        raise RuntimeError(f"{what} exited {timed['codes']}")
+    seconds: list[float] = timed["seconds"]
+    return seconds
 
 
 def log(message: str) -> None:

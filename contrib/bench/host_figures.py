@@ -18,6 +18,7 @@ from .common import (
     measure_respawn,
     procfile,
     rss_mib,
+    succeeded,
     wait_for,
 )
 from .inside import time_cmd
@@ -69,6 +70,20 @@ class Bench:
             self.settle_web(0)
             self.scale("web", 0)
 
+    def operator_start(self, options: Options) -> None:
+        """`pazuzu scale bench.web=100` as typed: from the CLI's spawn until it exits, which
+        it does once the daemon has every instance running."""
+        cli = [str(Path(sys.executable).with_name("pazuzu")), "--socket", str(self.dep.socket_path)]
+        for rep in range(options.reps):
+            log(f"libcg: rep {rep + 1}/{options.reps}: the CLI's pazuzu scale 0 -> 100")
+            [seconds] = succeeded(time_cmd(1, [*cli, "scale", "bench.web=100"]), "pazuzu scale")
+            running = len(pids_matching(MARK_PAZUZU_LIBCG))
+            if running != 100:
+                raise RuntimeError(f"pazuzu scale returned with {running} running")
+            self.results.add("cg.start.cli.100", "s", seconds)
+            self.scale("web", 0)
+            self.settle_web(0)
+
     def respawn(self, options: Options) -> None:
         log(f"libcg: respawn, {options.kills} kills")
         self.scale("web", 100, MARK_PAZUZU_LIBCG)
@@ -79,7 +94,7 @@ class Bench:
             client.call(self.dep.socket_path, protocol.Command.STATUS, specs=[])
             self.results.add("cg.status.rpc", "ms", (time.monotonic_ns() - t0) / 1e6)
         cli = [str(Path(sys.executable).with_name("pazuzu")), "--socket", str(self.dep.socket_path)]
-        for seconds in time_cmd(10, [*cli, "status"])["seconds"]:
+        for seconds in succeeded(time_cmd(10, [*cli, "status"]), "pazuzu status"):
             self.results.add("cg.status.cli", "ms", seconds * 1000)
         self.results.add("cg.rss.100", "MiB", rss_mib(self.proc()))
 
@@ -119,6 +134,7 @@ def run(watch: ProcWatch, results: Results, options: Options) -> None:
         bench.dep.write_config(app_config(directory))
         bench.dep.start_daemon()
         bench.cold_start(options)
+        bench.operator_start(options)
         bench.respawn(options)
         bench.scale("web", 0)
         bench.settle_web(0)

@@ -125,6 +125,7 @@ def time_cmd(reps: int, argv: list[str]) -> dict[str, Any]:
     which rounds a 33 ms command up to 63.5 ms.)
     """
     seconds = []
+    codes = []
     for _ in range(reps):
         t0 = time.monotonic_ns()
         child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -136,9 +137,9 @@ def time_cmd(reps: int, argv: list[str]) -> dict[str, Any]:
             os.close(pidfd)
         if not ready:
             child.kill()
-        child.wait()
+        codes.append(child.wait())
         seconds.append((end - t0) / 1e9)
-    return {"seconds": seconds}
+    return {"seconds": seconds, "codes": codes}
 
 
 def main(argv: list[str]) -> None:

@@ -19,6 +19,7 @@ from .common import (
     measure_respawn,
     procfile,
     rss_mib,
+    succeeded,
     wait_for,
 )
 from .procwatch import ProcWatch, pids_matching
@@ -126,6 +127,22 @@ class Bench:
                 if size == 100:
                     r.add("sd.rawstop.100", "s", stop)
 
+    def operator_start(self, options: Options) -> None:
+        """`pazuzu scale bench.web=100` as typed: from the CLI's spawn until it exits, which
+        it does once the daemon has every instance running."""
+        cli = [f"{self.container.venv_bin}/pazuzu", "--socket", str(self.dep.socket_path)]
+        for rep in range(options.reps):
+            log(f"systemd: rep {rep + 1}/{options.reps}: the CLI's pazuzu scale 0 -> 100")
+            out = self.inside("time-cmd", "1", *cli, "scale", f"{WEB}=100")
+            [seconds] = succeeded(out, "pazuzu scale")
+            running = self.count_running("pazuzu-bench-web")
+            if running != 100:
+                raise RuntimeError(f"pazuzu scale returned with {running} running")
+            self.results.add("sd.start.cli.100", "s", seconds)
+            self.settle_web(100)
+            self.scale("web", 0)
+            self.settle_web(0)
+
     def respawn(self, options: Options) -> None:
         log(f"systemd: respawn, {options.kills} kills each of pazuzu and Restart=always")
         self.scale("web", 100, MARK_PAZUZU_SYSTEMD)
@@ -145,10 +162,10 @@ class Bench:
         """With 100 instances running."""
         log("systemd: status round trips")
         cli = [f"{self.container.venv_bin}/pazuzu", "--socket", str(self.dep.socket_path), "status"]
-        for seconds in self.inside("time-cmd", "10", *cli)["seconds"]:
+        for seconds in succeeded(self.inside("time-cmd", "10", *cli), "pazuzu status"):
             self.results.add("sd.status.cli", "ms", seconds * 1000)
         systemctl = ["systemctl", "status", "--no-pager", "-n0", "pazuzu-bench-web@*.service"]
-        for seconds in self.inside("time-cmd", "10", *systemctl)["seconds"]:
+        for seconds in succeeded(self.inside("time-cmd", "10", *systemctl), "systemctl status"):
             self.results.add("sd.status.systemctl", "ms", seconds * 1000)
         for _ in range(5):
             out = self.call("status")
@@ -208,6 +225,7 @@ def run(watch: ProcWatch, results: Results, options: Options) -> None:
             bench.dep.write_config(app_config(directory))
             bench.dep.start_daemon()
             bench.cold_start(options)
+            bench.operator_start(options)
             bench.respawn(options)
             bench.status()
             bench.scale("web", 0)
