@@ -97,6 +97,14 @@ def figures(big: int) -> list[Figure]:
             faster_by(5),
         ),
         f(
+            "systemd's own CPU (PID 1) for the raw loop's 100 units, vs supervisord's start",
+            "sd.raw.100.pid1",
+            "supervisord.start.100",
+            "supervisord numprocs=100 (last exec)",
+            "(none: a floor for any client; 5x faster is 0.20x)",
+            None,
+        ),
+        f(
             "scale 0->100 as typed (CLI exits, all running), systemd vs supervisord",
             "sd.start.cli.100",
             "supervisord.start.cli.100",
