@@ -3,10 +3,10 @@
 This is the only module that imports pystemd; its bytes and Any never leave it.
 
 Two bus connections, both used from the event loop's thread: method calls go through one;
-signals (PropertiesChanged, JobRemoved) arrive on the other, whose fd the event loop watches, so
-nothing polls while idle. A call waits for its reply (about a millisecond) on the loop's thread:
-pystemd's binding holds the GIL while it waits, so a worker thread would block the loop all the
-same, and only add a thread switch and a wake-up of the loop to every call.
+signals (services' PropertiesChanged, JobRemoved) arrive on the other, whose fd the event loop
+watches, so nothing polls while idle. A call waits for its reply (about a millisecond) on the
+loop's thread: pystemd's binding holds the GIL while it waits, so a worker thread would block
+the loop all the same, and only add a thread switch and a wake-up of the loop to every call.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ _UNIT = b"org.freedesktop.systemd1.Unit"
 _SERVICE = b"org.freedesktop.systemd1.Service"
 _PROPERTIES = b"org.freedesktop.DBus.Properties"
 _UNIT_PATH_PREFIX = b"/org/freedesktop/systemd1/unit"
+_BUS = b"org.freedesktop.DBus"
+_BUS_PATH = b"/org/freedesktop/DBus"
+_SERVICE_RULE = (
+    b"type='signal',sender='org.freedesktop.systemd1',interface='org.freedesktop.DBus.Properties',"
+    b"member='PropertiesChanged',path_namespace='/org/freedesktop/systemd1/unit',"
+    b"arg0='org.freedesktop.systemd1.Service'"
+)
 
 _USEC = 1_000_000
 _CGROUP_ROOT = "/sys/fs/cgroup"
@@ -144,9 +151,14 @@ class SystemdBackend:
         bus.open()
         # pystemd stores data on the callback object, which a bound method cannot hold, and
         # keeps no reference to it: we must, for as long as the connection lives.
-        self._callbacks = [_plain(self._on_properties), _plain(self._on_job_removed)]
-        bus.match_signal(_SYSTEMD, None, _PROPERTIES, b"PropertiesChanged", self._callbacks[0])
-        bus.match_signal(_SYSTEMD, _MANAGER_PATH, _MANAGER, b"JobRemoved", self._callbacks[1])
+        self._callbacks = [_plain(self._on_job_removed)]
+        bus.match_signal(_SYSTEMD, _MANAGER_PATH, _MANAGER, b"JobRemoved", self._callbacks[0])
+        # systemd signals every change of a unit twice, with its Service interface's properties
+        # and then its Unit interface's. The first says all pazuzu needs, so the bus is asked
+        # for that one only (a rule on its first argument, which sd_bus_match_signal cannot
+        # express): half the messages to read and decode. They have no handler on this
+        # connection, so sd_bus_process hands them to _drain_signals.
+        bus.call_method(_BUS, _BUS_PATH, _BUS, b"AddMatch", apply_signature(b"s", [_SERVICE_RULE]))
         # systemd sends unit signals only while some client is subscribed.
         bus.call_method(_SYSTEMD, _MANAGER_PATH, _MANAGER, b"Subscribe", [])
         self._signals = bus
@@ -159,8 +171,11 @@ class SystemdBackend:
             while self._signals is not None:
                 before = self._dispatched
                 message = self._signals.process()
-                if message.is_empty() and self._dispatched == before:
-                    break
+                if message.is_empty():
+                    if self._dispatched == before:
+                        break
+                elif message.is_signal(_PROPERTIES, b"PropertiesChanged"):
+                    self._on_properties(message)
         except Exception:
             log.exception("D-Bus signal connection failed; reconnecting")
             self._reconnect_signals()
@@ -195,11 +210,10 @@ class SystemdBackend:
 
     # -- signals ---------------------------------------------------------------------------
 
-    def _on_properties(self, message: Any, error: Any = None, userdata: Any = None) -> None:
-        self._dispatched += 1
+    def _on_properties(self, message: Any) -> None:
         try:
-            # The path header comes without decoding the message: other units' signals (every
-            # unit's, twice: Unit and Service interfaces) are dropped before the body is read.
+            # The path header comes without decoding the message: other services' signals are
+            # dropped before the body is read.
             path = message.get_path() or b""
             if not path.startswith(_UNIT_PATH_PREFIX + b"/"):
                 return
