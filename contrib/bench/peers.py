@@ -276,11 +276,19 @@ def circus(bin_dir: Path, watch: ProcWatch, results: Results, options: Options) 
             except (subprocess.SubprocessError, ValueError):
                 return False
 
+        def stopped() -> bool:
+            # `stop` answers before the arbiter has finished it, and the arbiter refuses other
+            # commands until then ("arbiter is already running watcher_stop command").
+            reply = call("status", name="web")["reply"]
+            return bool(reply.get("status") == "stopped")
+
         wait_for(answers, 30, "circusd answers", interval=0.5)
         for rep in range(options.reps):
             log(f"circus: rep {rep + 1}/{options.reps}: start web ({COUNT} processes)")
             mark = watch.mark()
             out = call("start", name="web")
+            if out["reply"].get("status") != "ok":
+                raise RuntimeError(f"circus refused to start web: {out['reply']}")
             born = watch.new_pids(MARK_CIRCUS, mark, COUNT, timeout=120)
             if len(born) < COUNT:
                 raise RuntimeError(f"circus started {len(born)} of {COUNT}: {out}")
@@ -288,6 +296,7 @@ def circus(bin_dir: Path, watch: ProcWatch, results: Results, options: Options) 
             if rep < options.reps - 1:
                 call("stop", name="web")
                 wait_for(lambda: not pids_matching(MARK_CIRCUS), 60, "circus stop")
+                wait_for(stopped, 60, "circus's stop command done", interval=0.5)
         log("circus: incr web 50 (100 -> 150)")
         mark = watch.mark()
         out = call("incr", name="web", nb=50)
