@@ -121,6 +121,23 @@ def run_click(argv: list[str], environ: dict[str, str]) -> tuple[str, str, int]:
     return outcome.stdout, outcome.stderr, outcome.exit_code
 
 
+def run_both(
+    daemon: Daemon, reply: dict[str, Any], argv: list[str]
+) -> tuple[list[str], tuple[str, str, int]]:
+    """Run argv through the fast path and through click against the same reply.
+
+    Both must print the same and exit the same, and send the daemon the same request.
+    """
+    daemon.reply = reply
+    argv = [arg.replace("{socket}", str(daemon.path)) for arg in argv]
+    environ = {"PAZUZU_SOCKET": str(daemon.path), "NO_COLOR": ""}
+    fast = run_quick(argv, environ)
+    assert fast == run_click(argv, environ)
+    assert len(daemon.requests) == 2
+    assert daemon.requests[0] == daemon.requests[1]
+    return argv, fast
+
+
 REPLIES = {
     "all running": {"ok": True, "result": result(instance(1), instance(2))},
     "one not running": {"ok": True, "result": result(instance(1), instance(2, "backoff"))},
@@ -146,17 +163,10 @@ def test_fast_path_prints_and_exits_as_the_click_command(
     daemon: Daemon, reply: str, argv: list[str]
 ) -> None:
     """Same stdout, stderr and exit status, and the same request reaches the daemon."""
-    daemon.reply = REPLIES[reply]
-    argv = [arg.replace("{socket}", str(daemon.path)) for arg in argv]
-    environ = {"PAZUZU_SOCKET": str(daemon.path), "NO_COLOR": ""}
-    fast = run_quick(argv, environ)
-    slow = run_click(argv, environ)
-    assert fast == slow
+    argv, fast = run_both(daemon, REPLIES[reply], argv)
     shown = '"pid": 4001' if "--json" in argv else "web.1  running 4001"
     assert (shown in fast[0]) == (reply != "refused")
     assert fast[2] == {"all running": 0, "one not running": 3, "a warning": 0, "refused": 1}[reply]
-    assert len(daemon.requests) == 2
-    assert daemon.requests[0] == daemon.requests[1]
 
 
 SCALE_REPLIES = {
@@ -180,12 +190,7 @@ SCALE_REPLIES = {
 def test_fast_scale_prints_and_exits_as_the_click_command(
     daemon: Daemon, reply: str, argv: list[str]
 ) -> None:
-    daemon.reply = SCALE_REPLIES[reply]
-    argv = [arg.replace("{socket}", str(daemon.path)) for arg in argv]
-    environ = {"PAZUZU_SOCKET": str(daemon.path), "NO_COLOR": ""}
-    fast = run_quick(argv, environ)
-    slow = run_click(argv, environ)
-    assert fast == slow
+    argv, fast = run_both(daemon, SCALE_REPLIES[reply], argv)
     if reply == "scaled":
         shown = '"shop.web": 4' if "--json" in argv else "shop.queue=0 shop.web=4\n"
         assert shown in fast[0]
@@ -194,8 +199,6 @@ def test_fast_scale_prints_and_exits_as_the_click_command(
         assert fast[0] == ""
         assert fast[1] == "pazuzu: no worker shop.x\nhint: known: web\n"
         assert fast[2] == 1
-    assert len(daemon.requests) == 2
-    assert daemon.requests[0] == daemon.requests[1]
     changes = argv[argv.index("scale") + 1 :]
     assert daemon.requests[0] == {"command": "scale", "args": {"changes": changes}}
 
